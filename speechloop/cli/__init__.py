@@ -1,0 +1,1 @@
+"""The ``speechloop`` command line (typer). Commands are thin: they call the core."""

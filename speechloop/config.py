@@ -1,0 +1,43 @@
+"""Typed settings for the speechloop core, read from ``SPEECHLOOP_*`` environment variables.
+
+Built lazily by :func:`get_settings`; nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings shared by the CLI, the service and the flows.
+
+    ``store`` is ``file:///abs/dir`` (embedded default: one directory per bucket) or
+    ``s3://`` (MinIO or any S3-compatible server, reached at ``s3_endpoint``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SPEECHLOOP_", env_file=".env", extra="ignore")
+
+    store: str = Field(default="file://./.speechloop/store", description="object store URL")
+    s3_endpoint: str = Field(default="127.0.0.1:9000", description="host:port of the S3 server")
+    s3_secure: bool = Field(default=False, description="use HTTPS for the S3 endpoint")
+    s3_region: str | None = Field(default=None, description="S3 region, if the server needs one")
+    s3_access_key: SecretStr = Field(default=SecretStr("minioadmin"))
+    s3_secret_key: SecretStr = Field(default=SecretStr("minioadmin"))
+    data_bucket: str = Field(default="speech-data")
+    models_bucket: str = Field(default="speech-models")
+    work_dir: Path = Field(default=Path(".speechloop/work"), description="local scratch and caches")
+    store_retries: int = Field(default=4, ge=0, description="retries on transient store faults")
+    store_backoff_s: float = Field(default=0.2, gt=0, description="first back-off delay")
+    min_audio_s: float = Field(default=0.3, gt=0)
+    max_audio_s: float = Field(default=30.0, gt=0)
+    seed: int = 0
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use."""
+    return Settings()

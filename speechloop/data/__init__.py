@@ -1,0 +1,1 @@
+"""Labelled data: the synthetic corpus, manifests, validation and ingestion."""

@@ -1,0 +1,103 @@
+"""The object-store interface that every backend implements.
+
+Contract (checked by ``tests/integration/test_store_contract.py`` on every backend):
+
+- ``put_*`` is atomic: a reader sees the whole new object or the old one (or none),
+  never a partially written object under its final name.
+- Every object carries the sha256 of its bytes (metadata ``sha256``); ``get_*``
+  recomputes it and raises :class:`~speechloop.errors.IntegrityError` on a mismatch.
+- ``list`` yields objects under a prefix in lexicographic key order, optionally
+  starting after a key.
+- Conditional writes (``if_none_match`` / ``if_match``) give compare-and-swap, which
+  the registry uses for aliases and history.
+- A missing key or bucket raises :class:`~speechloop.errors.NotFound`; transient faults
+  are retried with back-off; an unreachable endpoint raises
+  :class:`~speechloop.errors.StoreUnavailable` and refused credentials
+  :class:`~speechloop.errors.StoreAuthError`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a store knows about one object."""
+
+    key: str
+    size: int
+    sha256: str
+    etag: str
+
+
+class ObjectStore(abc.ABC):
+    """A bucketed key/value store of immutable-per-write byte objects."""
+
+    @abc.abstractmethod
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create ``bucket`` if it does not exist."""
+
+    @abc.abstractmethod
+    def put_bytes(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+    ) -> ObjectInfo:
+        """Write ``data`` at ``key`` atomically.
+
+        ``if_none_match``: fail with Conflict if the key exists. ``if_match``: fail with
+        Conflict unless the current object's etag equals it.
+        """
+
+    @abc.abstractmethod
+    def put_file(self, bucket: str, key: str, path: Path) -> ObjectInfo:
+        """Upload a local file atomically (streams large files)."""
+
+    @abc.abstractmethod
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        """Read a whole object, verifying its sha256."""
+
+    @abc.abstractmethod
+    def get_file(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
+        """Download an object to ``dest`` (atomically, checksum verified)."""
+
+    @abc.abstractmethod
+    def stat(self, bucket: str, key: str) -> ObjectInfo:
+        """Metadata of one object; NotFound if absent."""
+
+    @abc.abstractmethod
+    def list(
+        self, bucket: str, prefix: str = "", *, start_after: str | None = None
+    ) -> Iterator[ObjectInfo]:
+        """All objects whose key starts with ``prefix``, in key order, recursively."""
+
+    @abc.abstractmethod
+    def delete(self, bucket: str, key: str) -> None:
+        """Remove an object; deleting a missing key is not an error."""
+
+    def exists(self, bucket: str, key: str) -> bool:
+        """Whether ``key`` exists in ``bucket``."""
+        from speechloop.errors import NotFound
+
+        try:
+            self.stat(bucket, key)
+        except NotFound:
+            return False
+        return True
+
+    def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
+        """The distinct next path components under ``prefix`` (like ``ls``), sorted."""
+        names: set[str] = set()
+        for info in self.list(bucket, prefix):
+            rest = info.key[len(prefix) :]
+            if "/" in rest:
+                names.add(rest.split("/", 1)[0])
+        return sorted(names)
