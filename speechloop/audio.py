@@ -64,8 +64,11 @@ def decode_audio(
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
     if not np.all(np.isfinite(mono)):
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
-    audio = Audio(samples=np.ascontiguousarray(mono, dtype=np.float32), source_rate=rate,
-                  source_channels=channels)
+    audio = Audio(
+        samples=np.ascontiguousarray(mono, dtype=np.float32),
+        source_rate=rate,
+        source_channels=channels,
+    )
     check_duration(audio, name=name, min_s=min_s, max_s=max_s)
     return audio
 

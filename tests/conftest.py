@@ -9,7 +9,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 REALAUDIO = ROOT.parent / "shared" / "realaudio"
 
-_MARK_BY_DIR = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+_MARK_BY_DIR = {
+    "unit": pytest.mark.unit,
+    "integration": pytest.mark.integration,
+    "e2e": pytest.mark.e2e,
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -19,6 +19,7 @@ Contract (checked by ``tests/integration/test_store_contract.py`` on every backe
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ class ObjectStore(abc.ABC):
             return False
         return True
 
-    def list_prefixes(self, bucket: str, prefix: str) -> list[str]:
+    def list_prefixes(self, bucket: str, prefix: str) -> builtins.list[str]:
         """The distinct next path components under ``prefix`` (like ``ls``), sorted."""
         names: set[str] = set()
         for info in self.list(bucket, prefix):
