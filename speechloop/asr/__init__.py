@@ -1,0 +1,1 @@
+"""Hotword ASR (SeACo-Paraformer): models, features, ONNX, metrics."""
