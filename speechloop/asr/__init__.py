@@ -1,1 +1,8 @@
-"""Hotword ASR (SeACo-Paraformer): models, features, ONNX, metrics."""
+"""Hotword ASR with SeACo-Paraformer: tokens, models, hotword inference, fine-tuning.
+
+Modules (heavy libraries are imported inside functions, never at import time):
+``tokenizer`` (token units), ``model`` (build/load), ``hub`` (ModelScope),
+``hotwords`` (per-request lists), ``inference`` (torch path), ``objectives`` (losses),
+``finetune`` (two-stage trainer), ``bootstrap`` (the seed model), ``features``,
+``metrics``, ``onnx_export``, ``onnx_infer`` (serving path without torch).
+"""

@@ -1,0 +1,275 @@
+"""Build and load SeACo-Paraformer models (funasr's ``SeacoParaformer`` class).
+
+One class for every size: the pretrained 220 M-parameter model from ModelScope and the
+small seed model the project trains itself (:data:`SEED_CONFIG`) are both
+``funasr.models.seaco_paraformer.model.SeacoParaformer``, built from a funasr-style
+``config.yaml`` (``model_conf``, ``encoder_conf``, ...). A model directory holds
+``config.yaml``, ``tokens.json``, ``model.pt`` (a state dict) and ``am.mvn``, which is
+also what ``funasr.AutoModel(model=<dir>)`` loads.
+
+torch and funasr are imported inside the functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from speechloop.asr.tokenizer import Tokenizer
+from speechloop.errors import InvalidInput, ModelUnavailable, NotFound
+
+if TYPE_CHECKING:
+    import torch
+
+CONFIG_FILE = "config.yaml"
+TOKENS_FILE = "tokens.json"
+WEIGHTS_FILE = "model.pt"
+CMVN_FILE = "am.mvn"
+HOTWORD_MODULES = ("bias_encoder", "seaco_decoder", "hotword_output_layer", "lstm_proj")
+
+
+def seed_config(vocab_size: int, no_bias: int, d: int = 128) -> dict[str, Any]:
+    """The seed configuration: a few million parameters, same class and layout as the real one.
+
+    Differences from the real model: width ``d`` (real: 512), 5 encoder blocks (50),
+    2 decoder blocks (16), 2 SeACo decoder blocks (4), our vocabulary and NO_BIAS id.
+    """
+    sanm_dec = {
+        "attention_heads": 4,
+        "linear_units": 2 * d,
+        "dropout_rate": 0.1,
+        "positional_dropout_rate": 0.1,
+        "self_attention_dropout_rate": 0.1,
+        "src_attention_dropout_rate": 0.1,
+        "kernel_size": 11,
+        "sanm_shfit": 0,
+    }
+    return {
+        "model": "SeacoParaformer",
+        "model_conf": {
+            "ctc_weight": 0.0,
+            "lsm_weight": 0.1,
+            "length_normalized_loss": True,
+            "predictor_weight": 1.0,
+            "predictor_bias": 1,
+            "sampling_ratio": 0.75,
+            "inner_dim": d,
+            "bias_encoder_type": "lstm",
+            "bias_encoder_bid": False,
+            "seaco_lsm_weight": 0.1,
+            "seaco_length_normalized_loss": True,
+            "train_decoder": False,
+            "NO_BIAS": no_bias,
+        },
+        "encoder": "SANMEncoder",
+        "encoder_conf": {
+            "output_size": d,
+            "attention_heads": 4,
+            "linear_units": 2 * d,
+            "num_blocks": 5,
+            "dropout_rate": 0.1,
+            "positional_dropout_rate": 0.1,
+            "attention_dropout_rate": 0.1,
+            "input_layer": "pe",
+            "pos_enc_class": "SinusoidalPositionEncoder",
+            "normalize_before": True,
+            "kernel_size": 11,
+            "sanm_shfit": 0,
+            "selfattention_layer_type": "sanm",
+        },
+        "decoder": "ParaformerSANMDecoder",
+        "decoder_conf": {**sanm_dec, "num_blocks": 2, "att_layer_num": 2},
+        "seaco_decoder": "ParaformerSANMDecoder",
+        "seaco_decoder_conf": {
+            **sanm_dec,
+            "num_blocks": 2,
+            "kernel_size": 21,
+            "use_output_layer": False,
+            "wo_input_layer": True,
+        },
+        "predictor": "CifPredictorV3",
+        "predictor_conf": {
+            "idim": d,
+            "threshold": 1.0,
+            "l_order": 1,
+            "r_order": 1,
+            "tail_threshold": 0.45,
+            "smooth_factor2": 0.25,
+            "noise_threshold2": 0.01,
+            "upsample_times": 3,
+            "use_cif1_cnn": False,
+            "upsample_type": "cnn_blstm",
+        },
+        "frontend": "WavFrontend",
+        "frontend_conf": {
+            "fs": 16000,
+            "window": "hamming",
+            "n_mels": 80,
+            "frame_length": 25,
+            "frame_shift": 10,
+            "lfr_m": 7,
+            "lfr_n": 6,
+            "dither": 0.0,
+            "cmvn_file": CMVN_FILE,
+        },
+        "input_size": 560,
+        "vocab_size": vocab_size,
+        "tokenizer": "CharTokenizer",
+        "tokenizer_conf": {"unk_symbol": "<unk>", "token_list": TOKENS_FILE},
+    }
+
+
+@dataclass
+class LoadedModel:
+    """A SeACo-Paraformer ready for inference: the module, its tokenizer, config and files."""
+
+    model: Any  # funasr SeacoParaformer (a torch.nn.Module)
+    tokenizer: Tokenizer
+    config: dict[str, Any]
+    directory: Path | None = None
+    cmvn_file: Path | None = None
+    version: str = "local"
+
+    @property
+    def no_bias_id(self) -> int:
+        """The hotword head's "no hotword here" class."""
+        return int(self.model.NO_BIAS)
+
+
+def build_seaco(config: dict[str, Any]) -> Any:
+    """A freshly initialised ``SeacoParaformer`` from a funasr-style config dict."""
+    from funasr.models.seaco_paraformer.model import SeacoParaformer
+
+    if config.get("model", "SeacoParaformer") != "SeacoParaformer":
+        raise InvalidInput(f"config is for {config.get('model')!r}, not SeacoParaformer")
+    kwargs = dict(config.get("model_conf", {}))
+    for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "predictor"):
+        kwargs[key] = copy.deepcopy(config[key])
+    kwargs["predictor_conf"] = copy.deepcopy(config["predictor_conf"])
+    kwargs["seaco_decoder"] = config.get("seaco_decoder")
+    kwargs["seaco_decoder_conf"] = copy.deepcopy(config.get("seaco_decoder_conf"))
+    kwargs["input_size"] = config.get("input_size", 560)
+    kwargs["vocab_size"] = config["vocab_size"]
+    return SeacoParaformer(**kwargs)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A ``config.yaml`` as a dict (raises ModelUnavailable if unreadable)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelUnavailable(f"cannot read model config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelUnavailable(f"model config {path} is not a mapping")
+    return data
+
+
+def save_to_dir(loaded: LoadedModel, directory: Path | str, *, half: bool = False) -> Path:
+    """Write ``config.yaml``, ``tokens.json``, ``model.pt`` (and ``am.mvn``) into ``directory``.
+
+    ``half`` stores floating tensors as float16 (the seed ships that way to stay small);
+    :func:`load_from_dir` turns them back into float32.
+    """
+    import shutil
+
+    import torch
+    import yaml
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(loaded.config, sort_keys=False), "utf-8")
+    loaded.tokenizer.save(out / TOKENS_FILE)
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+        for k, v in loaded.model.state_dict().items()
+    }
+    torch.save(state, out / WEIGHTS_FILE)
+    if loaded.cmvn_file is not None and loaded.cmvn_file.resolve() != (out / CMVN_FILE).resolve():
+        shutil.copyfile(loaded.cmvn_file, out / CMVN_FILE)
+    return out
+
+
+def load_from_dir(
+    directory: Path | str, *, device: str = "cpu", version: str = "local"
+) -> LoadedModel:
+    """Load a model directory (ours or a ModelScope snapshot) in eval mode.
+
+    A ModelScope snapshot has ``tokens.json`` and ``model.pt`` too (the state dict
+    nested under ``"state_dict"`` or ``"model"`` in some releases, handled here).
+    """
+    import torch
+
+    root = Path(directory)
+    for name in (CONFIG_FILE, TOKENS_FILE, WEIGHTS_FILE):
+        if not (root / name).is_file():
+            raise ModelUnavailable(f"model directory {root} lacks {name}")
+    config = read_config(root / CONFIG_FILE)
+    tokens = json.loads((root / TOKENS_FILE).read_text(encoding="utf-8"))
+    tokenizer = Tokenizer(tokens) if tokens[:5] == list(_specials()) else _foreign_tokenizer(tokens)
+    config.setdefault("vocab_size", len(tokens))
+    model = build_seaco(config)
+    try:
+        state = torch.load(root / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise ModelUnavailable(f"cannot read weights {root / WEIGHTS_FILE}: {exc}") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelUnavailable(
+            f"weights in {root} do not fit the config: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    model.to(device).eval()
+    cmvn = root / CMVN_FILE
+    return LoadedModel(model, tokenizer, config, root, cmvn if cmvn.is_file() else None, version)
+
+
+def _specials() -> tuple[str, ...]:
+    from speechloop.asr.tokenizer import SPECIALS
+
+    return SPECIALS
+
+
+def _foreign_tokenizer(tokens: list[str]) -> Tokenizer:
+    """A tokenizer for a vocabulary not made by us (the real model's 8404 tokens): decode only."""
+    from speechloop.asr.tokenizer import ForeignTokenizer
+
+    return ForeignTokenizer(tokens)
+
+
+def load_from_hub(
+    model_id: str | None = None, *, revision: str | None = None, device: str = "cpu"
+) -> LoadedModel:
+    """Download (or reuse the cache of) the pretrained model from ModelScope, then load it."""
+    from speechloop.asr.hub import download
+
+    return load_from_dir(download(model_id, revision=revision), device=device, version="hub")
+
+
+def load_from_registry(
+    registry: Any, version: str, work_dir: Path, *, device: str = "cpu"
+) -> LoadedModel:
+    """Load an ``asr`` registry version (checksums verified by the registry) into ``work_dir``.
+
+    ``registry`` is a :class:`speechloop.registry.Registry`; its ``download(kind,
+    version, dest)`` verifies every artifact and writes the version's files to ``dest``.
+    """
+    dest = Path(work_dir) / version
+    try:
+        registry.download("asr", version, dest)
+    except NotFound as exc:
+        raise ModelUnavailable(f"asr model version {version!r} not in the registry") from exc
+    return load_from_dir(dest, device=device, version=version)

@@ -1,0 +1,247 @@
+"""Token units of the seed ASR model: whole common words plus syllable pieces.
+
+Why this unit: the real SeACo-Paraformer biases Chinese hotwords of 2-4 characters.
+With English letters as tokens, an invented name is 6-9 tokens and the hotword head
+collapsed to NO_BIAS (``../shared/REFERENCE.md``). Here a common word is one token
+(``"▁kitchen"``) and every other word, names above all, is cut into syllable pieces,
+each a consonant run followed by a vowel run, the word's final consonants staying
+with its last piece (``"kalovenmar"`` -> ``▁ka lo ve nmar``): a name of 3-4 syllables
+is 3-4 tokens, and a piece roughly matches one stretch of sound, which keeps the CIF
+token count acoustically consistent.
+
+Encoding needs only the token list (``tokens.json``, a JSON list of strings, the
+format funasr's ``CharTokenizer`` reads), so the ONNX serving path can decode ids
+without torch. A piece missing from the vocabulary falls back to a greedy longest
+match over smaller pieces; single letters are always in the vocabulary, so the only
+out-of-vocabulary input is a character outside :data:`CHARSET`, which
+:meth:`Tokenizer.oov` reports and :meth:`Tokenizer.encode` refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from speechloop.errors import InvalidInput, NotFound
+
+WORD_START = "▁"
+BLANK, SOS, EOS, UNK, NO_BIAS_TOKEN = "<blank>", "<s>", "</s>", "<unk>", "<no_bias>"
+SPECIALS = (BLANK, SOS, EOS, UNK, NO_BIAS_TOKEN)
+LETTERS = "abcdefghijklmnopqrstuvwxyz'"
+CHARSET = " " + LETTERS
+_VOWELS = frozenset("aeiouy")
+_PIECE = re.compile(r"[^aeiouy]*[aeiouy]+")
+
+
+def syllables(word: str) -> list[str]:
+    """Cut a lower-case word into pieces: consonants + vowels; final consonants join the last.
+
+    >>> syllables("kalovenmar")
+    ['ka', 'lo', 've', 'nmar']
+    >>> syllables("rhythm")
+    ['rhythm']
+    """
+    pieces = _PIECE.findall(word)
+    used = sum(len(p) for p in pieces)
+    tail = word[used:]
+    if not pieces:
+        return [word] if word else []
+    pieces[-1] += tail
+    return pieces
+
+
+class Tokenizer:
+    """Text <-> token ids for the seed model; ``tokens`` is the ordered vocabulary."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        """Wrap a token list; the first five entries must be :data:`SPECIALS`."""
+        if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
+            raise InvalidInput(f"token list must start with {SPECIALS}, got {tokens[:5]}")
+        if len(set(tokens)) != len(tokens):
+            raise InvalidInput("token list has duplicates")
+        self.tokens: list[str] = list(tokens)
+        self._ids = {t: i for i, t in enumerate(self.tokens)}
+        self._longest = max(len(t) for t in self.tokens)
+
+    # ids of the special tokens (funasr: blank 0, sos 1, eos 2)
+    blank_id = 0
+    sos_id = 1
+    eos_id = 2
+    unk_id = 3
+    no_bias_id = 4
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens, the model's output size."""
+        return len(self.tokens)
+
+    @staticmethod
+    def normalise(text: str) -> str:
+        """Lower-case, keep letters and apostrophes, collapse spaces (the corpus's form)."""
+        text = re.sub(r"[^a-z']+", " ", text.lower())
+        return " ".join(text.split())
+
+    def oov(self, text: str) -> list[str]:
+        """Characters of ``text`` (lower-cased) the tokenizer cannot represent, in order."""
+        seen: list[str] = []
+        for ch in text.lower():
+            if ch not in CHARSET and not ch.isspace() and ch not in seen:
+                seen.append(ch)
+        return seen
+
+    def _word_ids(self, word: str) -> list[int]:
+        """Ids of one word: the whole word if known, else its syllable pieces."""
+        whole = self._ids.get(WORD_START + word)
+        if whole is not None:
+            return [whole]
+        ids: list[int] = []
+        for k, piece in enumerate(syllables(word)):
+            ids.extend(self._greedy(WORD_START + piece if k == 0 else piece))
+        return ids
+
+    def _greedy(self, piece: str) -> list[int]:
+        """Greedy longest match of ``piece`` over the vocabulary (letters always match)."""
+        ids: list[int] = []
+        i = 0
+        while i < len(piece):
+            for j in range(min(len(piece), i + self._longest), i, -1):
+                tid = self._ids.get(piece[i:j])
+                if tid is not None:
+                    ids.append(tid)
+                    i = j
+                    break
+            else:
+                ids.append(self.unk_id)
+                i += 1
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; raises InvalidInput naming characters it cannot encode."""
+        bad = self.oov(text)
+        if bad:
+            raise InvalidInput(f"cannot tokenise {text!r}: characters {bad} not in {CHARSET!r}")
+        ids: list[int] = []
+        for word in text.lower().split():
+            ids.extend(self._word_ids(word))
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of token ids; special tokens (blank, sos, eos, no_bias) are skipped."""
+        return "".join(self.pieces(ids)).replace(WORD_START, " ").strip()
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        """Token strings of ``ids``, specials except ``<unk>`` left out."""
+        skip = {self.blank_id, self.sos_id, self.eos_id, self.no_bias_id}
+        return [self.tokens[i] for i in ids if i not in skip]
+
+    def save(self, path: Path | str) -> Path:
+        """Write the vocabulary as ``tokens.json`` (a JSON list, funasr's format)."""
+        path = Path(path)
+        path.write_text(json.dumps(self.tokens, ensure_ascii=False, indent=0), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> Tokenizer:
+        """Read a ``tokens.json`` written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise NotFound(f"tokens file {path} does not exist")
+        try:
+            tokens = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"tokens file {path} is not JSON: {exc}") from exc
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise InvalidInput(f"tokens file {path} must hold a JSON list of strings")
+        return cls(tokens)
+
+    @classmethod
+    def build(
+        cls,
+        texts: Iterable[str],
+        *,
+        keep_whole: int = 2,
+        never_whole: Iterable[str] = (),
+        extra_words: Iterable[str] = (),
+    ) -> Tokenizer:
+        """Build a vocabulary from training transcripts.
+
+        A word seen at least ``keep_whole`` times becomes one token unless it is in
+        ``never_whole`` (the words of hotwords: names must stay pieces so that unseen
+        names are spelled with the same units). Every syllable piece of the other words
+        and of ``extra_words`` (e.g. an invented-name lexicon) is added, and every
+        letter, alone and word-initial, so that any word in :data:`CHARSET` encodes.
+        """
+        banned = {w.lower() for phrase in never_whole for w in phrase.split()}
+        counts: Counter[str] = Counter(w for t in texts for w in cls.normalise(t).split())
+        whole = sorted(w for w, c in counts.items() if c >= keep_whole and w not in banned)
+        pieces: set[str] = set()
+        pieced = [w for w in counts if w not in whole]
+        pieced += [w for phrase in extra_words for w in cls.normalise(phrase).split()]
+        for word in pieced:
+            for k, p in enumerate(syllables(word)):
+                pieces.add(WORD_START + p if k == 0 else p)
+        letters = set(LETTERS) | {WORD_START + c for c in LETTERS}
+        vocab = [WORD_START + w for w in whole]
+        vocab += sorted((pieces | letters) - set(vocab))
+        return cls([*SPECIALS, *vocab])
+
+
+class ForeignTokenizer(Tokenizer):
+    """The vocabulary of a model we did not train (the real model: Chinese characters + BPE).
+
+    Encoding: CJK characters one by one, other words whole (as funasr's hotword parser
+    does without ``seg_dict``); a unit missing from the vocabulary is ``<unk>`` and is
+    reported by :meth:`oov`. Decoding joins tokens, undoing ``@@`` BPE continuations.
+    """
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        """Wrap a foreign token list; its specials are found by name where present."""
+        self.tokens = list(tokens)
+        self._ids = {t: i for i, t in enumerate(self.tokens)}
+        self._longest = max(len(t) for t in self.tokens)
+        self.blank_id = self._ids.get(BLANK, 0)
+        self.sos_id = self._ids.get(SOS, 1)
+        self.eos_id = self._ids.get(EOS, 2)
+        self.unk_id = self._ids.get(UNK, len(self.tokens) - 1)
+        self.no_bias_id = len(self.tokens) - 27 if len(self.tokens) == 8404 else self.unk_id
+
+    def units(self, text: str) -> list[str]:
+        """The units funasr would look up: CJK characters singly, other words whole."""
+        out: list[str] = []
+        for word in text.lower().split():
+            if re.fullmatch(r"[\u4e00-\u9fa5]+", word):
+                out.extend(word)
+            else:
+                out.append(word)
+        return out
+
+    def oov(self, text: str) -> list[str]:
+        """Units of ``text`` that are not in the vocabulary."""
+        return [u for u in self.units(text) if u not in self._ids]
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``text``; raises InvalidInput naming the units not in the vocabulary."""
+        bad = self.oov(text)
+        if bad:
+            raise InvalidInput(f"cannot tokenise {text!r}: {bad} not in the vocabulary")
+        return [self._ids[u] for u in self.units(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ids: CJK characters joined, BPE pieces (``@@``) glued, words spaced."""
+        out = ""
+        for tok in self.pieces(ids):
+            if tok.endswith("@@"):
+                out += tok[:-2]
+            elif re.fullmatch(r"[\u4e00-\u9fa5]+", tok):
+                out += tok
+            else:
+                out += tok + " "
+        return out.strip()
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        """Token strings of ``ids`` without blank/sos/eos."""
+        skip = {self.blank_id, self.sos_id, self.eos_id}
+        return [self.tokens[i] for i in ids if i not in skip]
