@@ -16,7 +16,9 @@ Why it is built this way:
 - Checksums: the sha256 record sits in a separate tree (bucket names cannot start with a
   dot, so ``.meta`` can never collide with a bucket). The record is replaced *before* the
   bytes; a crash in between leaves a torn object that reads as IntegrityError, never a
-  silently wrong one. Reads recompute the hash and compare.
+  silently wrong one. Reads recompute the hash and compare. A file placed in a bucket
+  directory by hand has no record and is adopted as it is (like an object uploaded to
+  MinIO by another tool).
 - Concurrency: every commit (replace of record + bytes, delete) holds an exclusive
   ``flock`` on the bucket's lock file, and the conditional check runs inside it, so
   ``if_none_match``/``if_match`` are compare-and-swap across threads and processes.
@@ -112,11 +114,22 @@ class LocalStore(ObjectStore):
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     @staticmethod
-    def _read_meta(meta: Path, bucket: str, key: str) -> dict[str, Any]:
+    def _read_meta(meta: Path, data: Path, bucket: str, key: str) -> dict[str, Any]:
+        """The checksum record of an object.
+
+        A file placed in the bucket directory by hand has no record: it is adopted as
+        it is (sha256 computed now, etag from its mtime and size), so users can drop
+        files into the embedded store as they would upload them to MinIO with ``mc``.
+        """
         try:
             record: dict[str, Any] = json.loads(meta.read_text())
         except FileNotFoundError:
-            raise IntegrityError(f"object {bucket}/{key} has no checksum record") from None
+            st = data.stat()
+            return {
+                "sha256": _hash_path(data),
+                "size": st.st_size,
+                "etag": f"ext-{st.st_mtime_ns:x}-{st.st_size:x}",
+            }
         except ValueError as exc:
             raise IntegrityError(f"checksum record of {bucket}/{key} is corrupt: {exc}") from None
         return record
@@ -200,7 +213,7 @@ class LocalStore(ObjectStore):
         if if_match is not None:
             if not exists:
                 raise Conflict(f"object {bucket}/{key} does not exist (if_match {if_match})")
-            current = self._read_meta(meta, bucket, key).get("etag")
+            current = self._read_meta(meta, data, bucket, key).get("etag")
             if current != if_match:
                 raise Conflict(f"object {bucket}/{key} changed: etag {current} != {if_match}")
 
@@ -213,7 +226,7 @@ class LocalStore(ObjectStore):
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 raise NotFound(f"object {bucket}/{key} does not exist") from None
             try:
-                record = self._read_meta(meta, bucket, key)
+                record = self._read_meta(meta, data, bucket, key)
             except BaseException:
                 handle.close()
                 raise
@@ -338,6 +351,14 @@ def _prune_empty(directory: Path, stop: Path) -> None:
         except OSError:
             return
         directory = directory.parent
+
+
+def _hash_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def remove_tree(root: Path) -> None:

@@ -45,11 +45,29 @@ def test_layout_one_directory_per_bucket(local: LocalStore) -> None:
     assert (local.root / "bkt" / "asr/batches/b1/manifest.jsonl").read_bytes() == b"{}\n"
 
 
-def test_missing_checksum_record_is_integrity_error(local: LocalStore) -> None:
-    """A file dropped into a bucket behind the store's back has no checksum: refused."""
-    (local.root / "bkt" / "stray.bin").write_bytes(b"abc")
-    with pytest.raises(IntegrityError, match=r"bkt/stray\.bin"):
-        local.get_bytes("bkt", "stray.bin")
+def test_hand_placed_file_is_adopted(local: LocalStore) -> None:
+    """A file copied into a bucket by hand (no checksum record) is readable and listed,
+    with the sha256 of its bytes; once the store rewrites it, it is verified as usual."""
+    import hashlib
+
+    (local.root / "bkt" / "hand").mkdir()
+    (local.root / "bkt" / "hand" / "stray.bin").write_bytes(b"abc")
+    assert local.get_bytes("bkt", "hand/stray.bin") == b"abc"
+    info = local.stat("bkt", "hand/stray.bin")
+    assert info.sha256 == hashlib.sha256(b"abc").hexdigest()
+    assert [o.key for o in local.list("bkt")] == ["hand/stray.bin"]
+    local.put_bytes("bkt", "hand/stray.bin", b"new", if_match=info.etag)
+    (local.root / "bkt" / "hand" / "stray.bin").write_bytes(b"NEW")
+    with pytest.raises(IntegrityError, match=r"bkt/hand/stray\.bin"):
+        local.get_bytes("bkt", "hand/stray.bin")
+
+
+def test_corrupt_checksum_record_is_integrity_error(local: LocalStore) -> None:
+    """A checksum record that is not JSON makes the object unreadable, naming it."""
+    local.put_bytes("bkt", "k", b"1")
+    (local.root / ".meta" / "bkt" / "k.json").write_text("{not json")
+    with pytest.raises(IntegrityError, match="bkt/k"):
+        local.get_bytes("bkt", "k")
 
 
 def test_object_and_prefix_clash_is_conflict(local: LocalStore) -> None:
