@@ -1,0 +1,219 @@
+"""The ingestion ledger: which labelled batches a consumer has taken, and which it consumed.
+
+Kept in the object store beside the data, so every consumer (CLI, flow, another pod)
+sees the same ledger::
+
+    <kind>/ledger/<batch_id>/staged/<run_id>.json   a claim: run R ingested the batch
+                                                    (manifest sha256, row counts, time)
+    <kind>/ledger/<batch_id>/committed.json         the commit: written once, by one run
+
+A batch's state:
+
+- ``incomplete``: objects under ``<kind>/batches/<id>/`` but no ``manifest.jsonl`` yet
+  (producers upload the manifest last); ignored by ingestion.
+- ``pending``: complete, never claimed. ``staged``: claimed by one or more runs, none
+  committed. Ingestion takes pending *and* staged batches, so a run that failed before
+  committing loses nothing: the next run takes the same batches again.
+- ``committed``: a consumer called :meth:`Ledger.commit` after its work succeeded; the
+  batch is never consumed again.
+
+The commit record is written with ``if_none_match``, a compare-and-swap on every
+backend, so of two consumers committing one batch exactly one wins; the other gets
+:class:`~speechloop.errors.Conflict`. A commit also checks that the manifest still has
+the sha256 the run ingested, so a batch re-uploaded after staging is not marked consumed
+with rows the run never saw.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from speechloop.data.manifest import MANIFEST, Kind, is_safe_name
+from speechloop.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from speechloop.storage.base import ObjectStore
+
+BatchState = Literal["incomplete", "pending", "staged", "committed"]
+COMMITTED = "committed.json"
+
+
+def utc_now() -> str:
+    """The current time as an ISO-8601 UTC string (ledger and report timestamps)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One run's claim on one batch: what it ingested (or, in a commit record, consumed)."""
+
+    batch_id: str
+    run_id: str
+    manifest_sha256: str
+    rows_in: int
+    good: int
+    quarantined: int
+    at: str = field(default_factory=utc_now)
+
+    def to_bytes(self) -> bytes:
+        """The JSON form stored in the ledger."""
+        return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> Claim:
+        """Parse a stored claim; IntegrityError naming ``where`` if it is not one."""
+        try:
+            obj = json.loads(data)
+            return cls(**{name: obj[name] for name in cls.__dataclass_fields__})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"ledger record {where} is corrupt: {exc}") from None
+
+
+@dataclass(frozen=True)
+class BatchStatus:
+    """Where one batch stands: its state, the runs that staged it, who committed it."""
+
+    batch_id: str
+    state: BatchState
+    manifest_sha256: str | None = None
+    staged_by: tuple[str, ...] = ()
+    committed_by: str | None = None
+
+
+class Ledger:
+    """The ledger of one kind (``asr`` or ``spk``) in the data bucket of ``store``."""
+
+    def __init__(self, store: ObjectStore, bucket: str, kind: Kind) -> None:
+        self.store = store
+        self.bucket = bucket
+        self.kind = kind
+
+    # -- keys --------------------------------------------------------------------------
+
+    def batch_prefix(self, batch_id: str) -> str:
+        """Where a batch's manifest and audio live."""
+        return f"{self.kind}/batches/{batch_id}"
+
+    def _claim_key(self, batch_id: str, run_id: str) -> str:
+        return f"{self.kind}/ledger/{batch_id}/staged/{run_id}.json"
+
+    def _commit_key(self, batch_id: str) -> str:
+        return f"{self.kind}/ledger/{batch_id}/{COMMITTED}"
+
+    # -- reading -----------------------------------------------------------------------
+
+    def scan(self) -> list[BatchStatus]:
+        """Every batch under ``<kind>/batches/`` with its state, sorted by batch id."""
+        manifests: dict[str, str] = {}
+        seen: set[str] = set()
+        head = f"{self.kind}/batches/"
+        for info in self.store.list(self.bucket, head):
+            batch_id, _, rest = info.key[len(head) :].partition("/")
+            seen.add(batch_id)
+            if rest == MANIFEST:
+                manifests[batch_id] = info.sha256
+        staged: dict[str, list[str]] = {}
+        committed: set[str] = set()
+        head = f"{self.kind}/ledger/"
+        for info in self.store.list(self.bucket, head):
+            batch_id, _, rest = info.key[len(head) :].partition("/")
+            if rest == COMMITTED:
+                committed.add(batch_id)
+            elif rest.startswith("staged/") and rest.endswith(".json"):
+                staged.setdefault(batch_id, []).append(rest[len("staged/") : -len(".json")])
+        return [
+            self._status(b, manifests.get(b), staged.get(b, []), b in committed)
+            for b in sorted(seen | committed)
+        ]
+
+    def _status(
+        self, batch_id: str, sha: str | None, runs: list[str], committed: bool
+    ) -> BatchStatus:
+        state: BatchState
+        if committed:
+            state = "committed"
+        elif sha is None:
+            state = "incomplete"
+        else:
+            state = "staged" if runs else "pending"
+        committed_by = self.committed_record(batch_id).run_id if committed else None
+        return BatchStatus(batch_id, state, sha, tuple(sorted(runs)), committed_by)
+
+    def committed_record(self, batch_id: str) -> Claim:
+        """The commit record of a committed batch (NotFound if it is not committed)."""
+        key = self._commit_key(batch_id)
+        return Claim.from_bytes(self.store.get_bytes(self.bucket, key), key)
+
+    def is_committed(self, batch_id: str) -> bool:
+        """Whether a consumer has committed ``batch_id``."""
+        return self.store.exists(self.bucket, self._commit_key(batch_id))
+
+    # -- writing -----------------------------------------------------------------------
+
+    def stage(self, claim: Claim) -> None:
+        """Record that ``claim.run_id`` ingested the batch; Conflict if it is committed.
+
+        Re-staging by the same run overwrites its claim (idempotent).
+        """
+        _check_name("run id", claim.run_id)
+        if self.is_committed(claim.batch_id):
+            raise Conflict(f"{self.kind} batch {claim.batch_id!r} is already committed")
+        key = self._claim_key(claim.batch_id, claim.run_id)
+        self.store.put_bytes(self.bucket, key, claim.to_bytes())
+
+    def commit(self, run_id: str, batch_ids: Sequence[str]) -> list[str]:
+        """Mark the batches as consumed by ``run_id``; call it after the run's work succeeded.
+
+        Each batch is committed on its own (a compare-and-swap). Committing again by the
+        same run is a no-op. If some batches cannot be committed (another run committed
+        them, this run never staged them, their manifest changed), the others still are,
+        and Conflict names both lists.
+        """
+        _check_name("run id", run_id)
+        done: list[str] = []
+        problems: list[str] = []
+        for batch_id in batch_ids:
+            try:
+                self._commit_one(run_id, batch_id)
+            except Conflict as exc:
+                problems.append(str(exc))
+            else:
+                done.append(batch_id)
+        if problems:
+            raise Conflict("; ".join(problems) + f" (committed: {done or 'none'})")
+        return done
+
+    def _commit_one(self, run_id: str, batch_id: str) -> None:
+        claim_key = self._claim_key(batch_id, run_id)
+        try:
+            claim = Claim.from_bytes(self.store.get_bytes(self.bucket, claim_key), claim_key)
+        except NotFound:
+            raise Conflict(f"run {run_id!r} did not stage {self.kind} batch {batch_id!r}") from None
+        manifest_key = f"{self.batch_prefix(batch_id)}/{MANIFEST}"
+        try:
+            current = self.store.stat(self.bucket, manifest_key).sha256
+        except NotFound:
+            raise Conflict(f"{self.kind} batch {batch_id!r} has no manifest any more") from None
+        if current != claim.manifest_sha256:
+            raise Conflict(
+                f"{self.kind} batch {batch_id!r} changed since run {run_id!r} ingested it "
+                "(manifest sha256 differs): ingest it again"
+            )
+        record = Claim(**{**asdict(claim), "at": utc_now()})
+        try:
+            self.store.put_bytes(
+                self.bucket, self._commit_key(batch_id), record.to_bytes(), if_none_match=True
+            )
+        except Conflict:
+            winner = self.committed_record(batch_id)
+            if winner.run_id != run_id:
+                raise Conflict(
+                    f"{self.kind} batch {batch_id!r} was already committed by run {winner.run_id!r}"
+                ) from None
+
+
+def _check_name(what: str, name: str) -> None:
+    if not is_safe_name(name):
+        raise InvalidInput(f"{what} {name!r} is not 1-128 characters of A-Z a-z 0-9 . _ @ + -")
