@@ -1,0 +1,10 @@
+"""The model registry (bucket ``speech-models``): immutable versions with a sha256
+manifest, lineage and metrics; ``production`` / ``previous`` aliases; a history log.
+
+Use :class:`ModelRegistry` (``ModelRegistry(open_store(), settings.models_bucket)``).
+"""
+
+from speechloop.registry.model import KINDS, AliasInfo, VersionInfo, new_version_id
+from speechloop.registry.registry import ModelRegistry
+
+__all__ = ["KINDS", "AliasInfo", "ModelRegistry", "VersionInfo", "new_version_id"]
