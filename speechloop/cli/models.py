@@ -1,7 +1,163 @@
-"""``speechloop models ...`` commands."""
+"""``speechloop models ...``: list, show, promote and roll back registry versions.
+
+The registry lives in ``settings.models_bucket`` of the configured store
+(``SPEECHLOOP_STORE``). Errors of the speechloop family print as one line on stderr
+and exit with status 1, no traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from speechloop.errors import NotFound, SpeechloopError
+
+if TYPE_CHECKING:
+    from speechloop.registry import ModelRegistry, VersionInfo
 
 app = typer.Typer(no_args_is_help=True)
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Kind(StrEnum):
+    """The model kinds of the registry."""
+
+    asr = "asr"
+    spk = "spk"
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn expected failures into one line on stderr and exit status 1."""
+    try:
+        yield
+    except (SpeechloopError, OSError) as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _registry() -> ModelRegistry:
+    from speechloop.config import get_settings
+    from speechloop.registry import ModelRegistry
+    from speechloop.storage import open_store
+
+    settings = get_settings()
+    return ModelRegistry(open_store(settings), settings.models_bucket)
+
+
+def _metrics_text(metrics: dict[str, Any]) -> str:
+    parts = []
+    for name, value in sorted(metrics.items()):
+        if isinstance(value, float):
+            parts.append(f"{name}={value:.4g}")
+        elif isinstance(value, int | str | bool):
+            parts.append(f"{name}={value}")
+    return " ".join(parts)
+
+
+def _size_text(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _alias_marks(reg: ModelRegistry, kind: str) -> dict[str, str]:
+    marks: dict[str, str] = {}
+    for name in ("previous", "production"):
+        alias = reg.get_alias(kind, name)
+        if alias is not None:
+            marks[alias.version] = name
+    return marks
+
+
+@app.command("list")
+def list_(
+    kind: Annotated[Kind | None, typer.Argument(help="asr or spk (default: both)")] = None,
+) -> None:
+    """List the complete versions with their metrics and aliases."""
+    table = Table("kind", "version", "created", "size", "alias", "metrics")
+    with cli_errors():
+        reg = _registry()
+        for k in [kind.value] if kind else [k.value for k in Kind]:
+            try:
+                names = reg.list_versions(k)
+            except NotFound:
+                names = []  # the models bucket does not exist yet
+            marks = _alias_marks(reg, k) if names else {}
+            for version in names:
+                info = reg.show(k, version)
+                table.add_row(
+                    k,
+                    version,
+                    info.created_at[:19],
+                    _size_text(info.size),
+                    marks.get(version, ""),
+                    _metrics_text(info.metrics),
+                )
+    if not table.row_count:
+        console.print("no model versions in the registry yet")
+        return
+    console.print(table)
+
+
+def _print_version(info: VersionInfo) -> None:
+    console.print(f"[bold]{info.kind}/{info.version}[/bold]  created {info.created_at}")
+    files = Table("file", "size", "sha256")
+    for rel, entry in sorted(info.files.items()):
+        files.add_row(rel, _size_text(int(entry["size"])), str(entry["sha256"])[:16] + "…")
+    console.print(files)
+    console.print("metrics:", json.dumps(info.metrics, indent=1, sort_keys=True))
+    console.print("lineage:", json.dumps(info.lineage, indent=1, sort_keys=True))
+
+
+@app.command()
+def show(
+    kind: Annotated[Kind, typer.Argument(help="asr or spk")],
+    version: Annotated[str, typer.Argument(help="the version to show")],
+) -> None:
+    """Show one version: files with checksums, metrics, lineage."""
+    with cli_errors():
+        _print_version(_registry().show(kind.value, version))
+
+
+@app.command()
+def promote(
+    kind: Annotated[Kind, typer.Argument(help="asr or spk")],
+    version: Annotated[str, typer.Argument(help="the version to put in production")],
+    reason: Annotated[str, typer.Option("--reason", help="why (goes to the history)")],
+) -> None:
+    """Verify every file of VERSION, then make it production (manual promotion)."""
+    with cli_errors():
+        reg = _registry()
+        alias = reg.promote(kind.value, version, reason=reason, decision={"manual": True})
+        previous = reg.get_alias(kind.value, "previous")
+    was = f" (previous: {previous.version})" if previous else ""
+    console.print(f"{kind.value} production -> {alias.version}{was}")
+
+
+@app.command()
+def rollback(
+    kind: Annotated[Kind, typer.Argument(help="asr or spk")],
+    reason: Annotated[str, typer.Option("--reason", help="why (goes to the history)")],
+    to: Annotated[
+        str | None, typer.Option("--to", help="a version to roll back to (default: previous)")
+    ] = None,
+) -> None:
+    """Move production back to the previous version (or to --to VERSION, verified)."""
+    with cli_errors():
+        reg = _registry()
+        alias = reg.rollback(kind.value, to_version=to, reason=reason)
+        previous = reg.get_alias(kind.value, "previous")
+    was = f" (previous: {previous.version})" if previous else ""
+    console.print(f"{kind.value} production rolled back -> {alias.version}{was}")
