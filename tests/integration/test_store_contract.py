@@ -371,3 +371,14 @@ def test_persistent_5xx_gives_store_error_and_4xx_is_not_retried(
     with pytest.raises(StoreAuthError):
         _via(proxy, s3_server, retries=3).get_bytes(s3_bucket, "k")
     assert proxy.served_faults == 1
+
+
+def test_open_store_s3_url(s3_settings: Any) -> None:
+    """open_store on an s3:// URL gives a MinioStore on the configured endpoint that
+    reads and writes the configured buckets."""
+    from speechloop.storage import open_store
+
+    store = open_store(s3_settings)
+    assert isinstance(store, MinioStore) and store.endpoint == s3_settings.s3_endpoint
+    store.put_bytes(s3_settings.data_bucket, "k", b"v")
+    assert store.get_bytes(s3_settings.data_bucket, "k") == b"v"
