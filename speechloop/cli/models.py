@@ -124,11 +124,12 @@ def _print_version(info: VersionInfo) -> None:
 @app.command()
 def show(
     kind: Annotated[Kind, typer.Argument(help="asr or spk")],
-    version: Annotated[str, typer.Argument(help="the version to show")],
+    version: Annotated[str, typer.Argument(help="a version, or production / previous")],
 ) -> None:
     """Show one version: files with checksums, metrics, lineage."""
     with cli_errors():
-        _print_version(_registry().show(kind.value, version))
+        reg = _registry()
+        _print_version(reg.show(kind.value, reg.resolve(kind.value, version)))
 
 
 @app.command()

@@ -15,6 +15,7 @@ from typing import Any
 from speechloop.errors import Conflict, InvalidInput, NotFound
 from speechloop.registry import aliases, versions
 from speechloop.registry.model import (
+    ALIASES,
     AliasInfo,
     VersionInfo,
     alias_key,
@@ -85,6 +86,15 @@ class ModelRegistry:
         if record is not None and name == "previous":
             record = record.get("previous")
         return AliasInfo.from_record(kind, name, record) if record else None
+
+    def resolve(self, kind: str, ref: str) -> str:
+        """The version named by ``ref``: an alias ("production", "previous") or a version."""
+        if ref in ALIASES:
+            alias = self.get_alias(kind, ref)
+            if alias is None:
+                raise NotFound(f"{kind} has no {ref} version yet")
+            return alias.version
+        return check_version(ref)
 
     def history(self, kind: str) -> list[dict[str, Any]]:
         """Every promotion, rejection and rollback of ``kind``, oldest first."""

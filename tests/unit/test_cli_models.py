@@ -56,6 +56,9 @@ def test_list_show_promote_rollback(reg: ModelRegistry, tmp_path: Path) -> None:
     out = runner.invoke(app, ["models", "show", "asr", v1], env={"COLUMNS": "200"})
     assert out.exit_code == 0 and "sub/tokens.json" in out.output and '"acc": 0.6' in out.output
 
+    out = runner.invoke(app, ["models", "show", "asr", "previous"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and f"asr/{v1}" in out.output
+
     out = runner.invoke(app, ["models", "rollback", "asr", "--reason", "regressed"])
     assert out.exit_code == 0 and f"rolled back -> {v1}" in out.output
     assert reg.get_alias("asr", "production").version == v1  # type: ignore[union-attr]
