@@ -1,0 +1,294 @@
+"""SeACo-Paraformer inference with onnxruntime only: no torch, no funasr on this path.
+
+:class:`OnnxSeacoAsr` loads a directory written by
+:func:`speechloop.asr.onnx_export.export_onnx` (``model.onnx``, ``model_eb.onnx``,
+``onnx_meta.json``) plus ``tokens.json`` and ``am.mvn``, computes features with
+:mod:`speechloop.asr.features`, and decodes greedily, as funasr's
+``SeacoParaformer.inference`` does:
+
+- hotwords are per call and per utterance (a list of strings each, ``[sos]`` appended as
+  funasr does); nothing is stored on the object, so concurrent calls cannot interfere
+  (onnxruntime sessions are safe to share between threads);
+- an utterance without hotwords is decoded from the ASR decoder alone (funasr skips the
+  hotword head when it has no list); with hotwords, from the SeACo-merged log-probs;
+- token timestamps come from the upsampled CIF peaks, re-implementing funasr's
+  ``ts_prediction_lfr6_standard``;
+- a hotword is "found" when it occurs, normalised, as whole words in the decoded text
+  (:func:`speechloop.text.contains_phrase`; a token-id match would miss a hotword the
+  model spelled with other pieces).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from speechloop.asr.features import Frontend, load_am_mvn
+from speechloop.asr.onnx_export import EMBED_FILE, MAX_HOTWORDS, MODEL_FILE, QUANT_SUFFIX, OnnxMeta
+from speechloop.errors import InvalidInput, ModelUnavailable, NotFound
+from speechloop.text import contains_phrase, normalize_text
+
+TOKENS_FILE = "tokens.json"
+CMVN_FILE = "am.mvn"
+MAX_HOTWORD_TOKENS = 32
+# funasr's timestamp constants (funasr/utils/timestamp_tools.py)
+_START_END_THRESHOLD = 5
+_MAX_TOKEN_DURATION = 12
+_FORCE_TIME_SHIFT = -1.5
+_PEAK = 1.0 - 1e-4
+
+
+class TokenizerLike(Protocol):
+    """What the decoder needs from a tokenizer (speechloop.asr.tokenizer.Tokenizer fits)."""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; raises InvalidInput for text it cannot encode."""
+        ...
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of token ids."""
+        ...
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        """Token strings of ids (specials may be left out)."""
+        ...
+
+
+@dataclass(frozen=True)
+class AsrResult:
+    """One utterance's transcription: text, tokens with timestamps (ms), hotwords found."""
+
+    text: str
+    token_ids: list[int]
+    tokens: list[str]
+    timestamps: list[tuple[int, int]]
+    hotwords_found: list[str] = field(default_factory=list)
+
+
+def _cif_fires(alphas: npt.NDArray[np.float32], threshold: float) -> npt.NDArray[np.float32]:
+    """funasr's ``cif_wo_hidden`` for one utterance: the running integral before each reset."""
+    fires = np.zeros_like(alphas)
+    acc = np.float32(0.0)
+    for t, a in enumerate(alphas):
+        acc = np.float32(acc + a)
+        fires[t] = acc
+        if acc >= threshold:
+            acc = np.float32(acc - threshold)
+    return fires
+
+
+def token_timestamps(
+    us_alphas: npt.NDArray[np.float32],
+    us_peaks: npt.NDArray[np.float32],
+    n_tokens: int,
+    *,
+    upsample: int = 3,
+    lfr_n: int = 6,
+) -> list[tuple[int, int]]:
+    """Start and end (ms) of each of ``n_tokens`` tokens, as ``ts_prediction_lfr6_standard``.
+
+    ``us_alphas``/``us_peaks`` are one utterance's upsampled CIF weights and integrals,
+    trimmed to its valid frames. A token fires where the integral reaches 1; the frames
+    between two fires are the former token's duration, capped at 12 upsampled frames
+    (the rest is silence). If the fire count disagrees with the token count, the weights
+    are rescaled to sum to ``n_tokens + 1`` and the fires recomputed, as funasr does.
+    """
+    if n_tokens == 0:
+        return []
+    rate = 10.0 * lfr_n / 1000 / upsample
+    fire = np.nonzero(us_peaks >= _PEAK)[0] + _FORCE_TIME_SHIFT
+    if len(fire) != n_tokens + 1:
+        alphas = us_alphas / (us_alphas.sum() / (n_tokens + 1))
+        peaks = _cif_fires(alphas.astype(np.float32), _PEAK)
+        fire = np.nonzero(peaks >= _PEAK)[0] + _FORCE_TIME_SHIFT
+    num_frames = len(us_peaks)
+    spans: list[list[float]] = []
+    is_token: list[bool] = []
+    if len(fire) and fire[0] > _START_END_THRESHOLD:
+        spans.append([0.0, fire[0] * rate])
+        is_token.append(False)
+    for i in range(len(fire) - 1):
+        is_token.append(True)
+        if fire[i + 1] - fire[i] <= _MAX_TOKEN_DURATION:
+            spans.append([fire[i] * rate, fire[i + 1] * rate])
+        else:
+            split = fire[i] + _MAX_TOKEN_DURATION
+            spans += [[fire[i] * rate, split * rate], [split * rate, fire[i + 1] * rate]]
+            is_token.append(False)
+    if len(fire) and num_frames - fire[-1] > _START_END_THRESHOLD:
+        end = (num_frames + fire[-1]) * 0.5
+        spans[-1][1] = end * rate
+        spans.append([end * rate, num_frames * rate])
+        is_token.append(False)
+    elif spans:
+        spans[-1][1] = num_frames * rate
+    stamps = [
+        (int(s[0] * 1000), int(s[1] * 1000)) for s, tok in zip(spans, is_token, strict=True) if tok
+    ]
+    return stamps[:n_tokens]
+
+
+class OnnxSeacoAsr:
+    """Hotword ASR over the two ONNX graphs; thread-safe, hotwords per call."""
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        tokenizer: TokenizerLike | None = None,
+        cmvn_file: Path | str | None = None,
+        quantized: bool = False,
+        threads: int | None = None,
+        max_batch: int = 8,
+    ) -> None:
+        """Load ``directory`` (ONNX files + ``onnx_meta.json``; ``tokens.json`` and
+        ``am.mvn`` there unless a tokenizer / CMVN file is given). ``quantized`` picks
+        the int8 graphs, ``threads`` onnxruntime's intra-op threads (None: its default)."""
+        self.directory = Path(directory)
+        self.meta = OnnxMeta.load(self.directory)
+        suffix = QUANT_SUFFIX if quantized else ""
+        self._model = self._session(MODEL_FILE.replace(".onnx", suffix + ".onnx"), threads)
+        self._embed = self._session(EMBED_FILE.replace(".onnx", suffix + ".onnx"), threads)
+        self.tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer()
+        cmvn = Path(cmvn_file) if cmvn_file is not None else self.directory / CMVN_FILE
+        self.frontend = Frontend(cmvn=load_am_mvn(cmvn) if cmvn.is_file() else None)
+        if self.frontend.cmvn is None and cmvn_file is not None:
+            raise NotFound(f"CMVN file {cmvn} not found")
+        self.max_batch = max(1, max_batch)
+
+    def _session(self, name: str, threads: int | None) -> Any:
+        import onnxruntime as ort
+
+        path = self.directory / name
+        if not path.is_file():
+            raise ModelUnavailable(f"ONNX file {path} missing (export with onnx_export)")
+        opts = ort.SessionOptions()
+        if threads is not None:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def _load_tokenizer(self) -> TokenizerLike:
+        from speechloop.asr.tokenizer import Tokenizer
+
+        path = self.directory / TOKENS_FILE
+        if not path.is_file():
+            raise NotFound(f"{path} missing: give a tokenizer or put tokens.json there")
+        tokens = json.loads(path.read_text(encoding="utf-8"))
+        return Tokenizer(tokens)
+
+    # hotwords -------------------------------------------------------------
+
+    def encode_hotwords(self, hotwords: Sequence[str]) -> list[list[int]]:
+        """Token ids of each hotword; refuses empty, too long or too many entries."""
+        if len(hotwords) > MAX_HOTWORDS:
+            raise InvalidInput(f"{len(hotwords)} hotwords given; at most {MAX_HOTWORDS}")
+        out = []
+        for word in hotwords:
+            ids = self.tokenizer.encode(word)
+            if not ids:
+                raise InvalidInput(f"hotword {word!r} has no tokens")
+            if len(ids) > MAX_HOTWORD_TOKENS:
+                raise InvalidInput(
+                    f"hotword {word!r} is {len(ids)} tokens; max {MAX_HOTWORD_TOKENS}"
+                )
+            out.append(ids)
+        return out
+
+    def hotword_embeddings(self, hotword_ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
+        """(N + 1, D) embeddings of the hotwords and funasr's trailing ``[sos]`` entry."""
+        rows = [*hotword_ids, [self.meta.sos_id]]
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int32)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = r
+        lengths = np.array([len(r) for r in rows], dtype=np.int32)
+        out = self._embed.run(None, {"hotword": ids, "hotword_lengths": lengths})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    # inference ------------------------------------------------------------
+
+    def transcribe(self, samples: npt.ArrayLike, hotwords: Sequence[str] = ()) -> AsrResult:
+        """Transcribe one utterance (16 kHz mono float samples in [-1, 1])."""
+        return self.transcribe_batch([samples], [hotwords])[0]
+
+    def transcribe_batch(
+        self,
+        waves: Sequence[npt.ArrayLike],
+        hotwords: Sequence[Sequence[str]] | None = None,
+    ) -> list[AsrResult]:
+        """Transcribe utterances in batches of ``max_batch``, sorted by length to limit
+        padding; ``hotwords`` gives each utterance its own list (None: no hotwords)."""
+        if hotwords is not None and len(hotwords) != len(waves):
+            raise InvalidInput(f"{len(hotwords)} hotword lists for {len(waves)} utterances")
+        lists = [list(h) for h in hotwords] if hotwords is not None else [[] for _ in waves]
+        feats = [self.frontend(w) for w in waves]
+        order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
+        results: list[AsrResult | None] = [None] * len(feats)
+        for start in range(0, len(order), self.max_batch):
+            chunk = order[start : start + self.max_batch]
+            batch = self._run([feats[i] for i in chunk], [lists[i] for i in chunk])
+            for i, res in zip(chunk, batch, strict=True):
+                results[i] = res
+        return [r for r in results if r is not None]
+
+    def _bias(
+        self, lists: list[list[str]]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+        """Per-utterance bias embeddings padded to the longest list, with their lengths."""
+        embs = [self.hotword_embeddings(self.encode_hotwords(h)) for h in lists]
+        width = max(e.shape[0] for e in embs)
+        bias = np.zeros((len(embs), width, self.meta.bias_dim), dtype=np.float32)
+        for b, e in enumerate(embs):
+            bias[b, : e.shape[0]] = e
+        return bias, np.array([e.shape[0] for e in embs], dtype=np.int32)
+
+    def _run(self, feats: list[npt.NDArray[np.float32]], lists: list[list[str]]) -> list[AsrResult]:
+        lengths = np.array([f.shape[0] for f in feats], dtype=np.int32)
+        speech = np.zeros((len(feats), int(lengths.max()), self.meta.feats_dim), dtype=np.float32)
+        for b, f in enumerate(feats):
+            speech[b, : f.shape[0]] = f
+        bias, bias_lengths = self._bias(lists)
+        logits, asr_logits, token_num, us_alphas, us_peaks = self._model.run(
+            None,
+            {
+                "speech": speech,
+                "speech_lengths": lengths,
+                "bias_embed": bias,
+                "bias_lengths": bias_lengths,
+            },
+        )
+        out = []
+        up = self.meta.upsample_times
+        for b in range(len(feats)):
+            n = int(token_num[b])
+            scores = logits[b, :n] if lists[b] else asr_logits[b, :n]
+            skip = {self.meta.blank_id, self.meta.sos_id, self.meta.eos_id}
+            token_ids = [int(t) for t in scores.argmax(-1) if int(t) not in skip]
+            frames = int(lengths[b]) * up
+            stamps = token_timestamps(
+                us_alphas[b, :frames],
+                us_peaks[b, :frames],
+                len(token_ids),
+                upsample=up,
+                lfr_n=self.meta.lfr_n,
+            )
+            text = self.tokenizer.decode(token_ids)
+            norm = normalize_text(text)
+            found = [w for w in lists[b] if contains_phrase(norm, normalize_text(w))]
+            out.append(
+                AsrResult(
+                    text=text,
+                    token_ids=token_ids,
+                    tokens=self.tokenizer.pieces(token_ids),
+                    timestamps=stamps,
+                    hotwords_found=found,
+                )
+            )
+        return out
