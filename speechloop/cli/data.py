@@ -232,7 +232,7 @@ def _status_table(settings: Settings, store: ObjectStore) -> tuple[Table, list[s
     lines = []
     for kind in _kinds(KindChoice.all):
         counts: dict[str, int] = {}
-        for s in Ledger(store, settings.data_bucket, kind).scan():
+        for s in Ledger(store, settings.data_bucket, kind).scan(owners=True):
             counts[s.state] = counts.get(s.state, 0) + 1
             staged = ", ".join(s.staged_by[-2:]) + (" ..." if len(s.staged_by) > 2 else "")
             table.add_row(kind, s.batch_id, s.state, staged or "-", s.committed_by or "-")

@@ -22,6 +22,8 @@ outage must not quarantine good rows).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -29,7 +31,7 @@ import shutil
 import uuid
 import wave
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -217,9 +219,29 @@ def _load_cached(
         bad = [QuarantinedRow.from_json(q) for q in report["rows"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    cached = Materialised(label, sha, int(done["rows_in"]), rows, bad, reused=True)
     if not all(row.audio.is_file() for row in rows):
         return None
-    return Materialised(label, sha, int(done["rows_in"]), rows, bad, reused=True)
+    try:
+        cached.check_counts()
+    except IntegrityError:
+        return None
+    return cached
+
+
+@contextlib.contextmanager
+def _dir_lock(out_dir: Path | None) -> Iterator[None]:
+    """Serialise processes that write the same local directory (CLI and a flow, say)."""
+    if out_dir is None:
+        yield
+        return
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with out_dir.with_name(f".{out_dir.name}.lock").open("a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _done_record(sha: str, settings: Settings) -> dict[str, Any]:
@@ -323,10 +345,10 @@ def materialise(
 
     With ``out_dir`` None nothing is written (dry run). Writes the local outputs too.
     """
-    with ThreadPoolExecutor(workers or default_workers()) as pool:
+    with _dir_lock(out_dir), ThreadPoolExecutor(workers or default_workers()) as pool:
         outcome = _validate_batch(store, bucket, prefix, kind, label, out_dir, settings, pool)
-    if out_dir is not None and not outcome.reused:
-        _write_local_outputs(out_dir, outcome, _report(kind, outcome, "local"), settings)
+        if out_dir is not None and not outcome.reused:
+            _write_local_outputs(out_dir, outcome, _report(kind, outcome, "local"), settings)
     return outcome
 
 
@@ -415,14 +437,15 @@ class Ingestor:
         """One batch through steps 1-4; None if another run committed it meanwhile."""
         out_dir = None if dry_run else self.batch_dir(batch_id)
         prefix = self.ledger.batch_prefix(batch_id)
-        outcome = _validate_batch(
-            self.store, self.bucket, prefix, self.kind, batch_id, out_dir, self.settings, pool
-        )
-        if out_dir is None:
-            return outcome
-        report = _report(self.kind, outcome, run_id)
-        if not outcome.reused:
-            _write_local_outputs(out_dir, outcome, report, self.settings)
+        with _dir_lock(out_dir):
+            outcome = _validate_batch(
+                self.store, self.bucket, prefix, self.kind, batch_id, out_dir, self.settings, pool
+            )
+            if out_dir is None:
+                return outcome
+            report = _report(self.kind, outcome, run_id)
+            if not outcome.reused:
+                _write_local_outputs(out_dir, outcome, report, self.settings)
         _publish_report(self.store, self.bucket, self.kind, report)
         claim = Claim(
             batch_id,

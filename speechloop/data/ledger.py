@@ -104,8 +104,11 @@ class Ledger:
 
     # -- reading -----------------------------------------------------------------------
 
-    def scan(self) -> list[BatchStatus]:
-        """Every batch under ``<kind>/batches/`` with its state, sorted by batch id."""
+    def scan(self, *, owners: bool = False) -> list[BatchStatus]:
+        """Every batch under ``<kind>/batches/`` with its state, sorted by batch id.
+
+        ``owners``: also read who committed each committed batch (one read per batch).
+        """
         manifests: dict[str, str] = {}
         seen: set[str] = set()
         head = f"{self.kind}/batches/"
@@ -124,12 +127,12 @@ class Ledger:
             elif rest.startswith("staged/") and rest.endswith(".json"):
                 staged.setdefault(batch_id, []).append(rest[len("staged/") : -len(".json")])
         return [
-            self._status(b, manifests.get(b), staged.get(b, []), b in committed)
+            self._status(b, manifests.get(b), staged.get(b, []), b in committed, owners)
             for b in sorted(seen | committed)
         ]
 
     def _status(
-        self, batch_id: str, sha: str | None, runs: list[str], committed: bool
+        self, batch_id: str, sha: str | None, runs: list[str], committed: bool, owners: bool
     ) -> BatchStatus:
         state: BatchState
         if committed:
@@ -138,7 +141,7 @@ class Ledger:
             state = "incomplete"
         else:
             state = "staged" if runs else "pending"
-        committed_by = self.committed_record(batch_id).run_id if committed else None
+        committed_by = self.committed_record(batch_id).run_id if committed and owners else None
         return BatchStatus(batch_id, state, sha, tuple(sorted(runs)), committed_by)
 
     def committed_record(self, batch_id: str) -> Claim:

@@ -129,7 +129,7 @@ def test_rerun_before_commit_yields_the_same_rows_and_commit_ends_it(
     assert len(list((ing.batch_dir("b1") / "audio").iterdir())) == 3
     assert ing.commit(second) == ["b1"]
     assert ing.commit(second) == ["b1"]  # idempotent for the same run
-    status = ing.ledger.scan()[0]
+    status = ing.ledger.scan(owners=True)[0]
     assert status.state == "committed" and status.committed_by == second.run_id
     assert set(status.staged_by) == {first.run_id, second.run_id}
     third = ing.run()

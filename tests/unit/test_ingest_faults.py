@@ -175,3 +175,26 @@ def test_a_run_cannot_commit_what_it_did_not_stage(tmp_path: Path) -> None:
     with pytest.raises(Conflict, match="run 'run-b' did not stage asr batch 'b1'"):
         ing.commit("run-b", ["b1"])
     assert ing.commit("run-a", ["b1"]) == ["b1"]
+
+
+def test_two_runs_sharing_a_work_dir_at_once_agree(tmp_path: Path) -> None:
+    """Two concurrent runs on one work dir (CLI and flow, say) get identical, intact rows."""
+    store = LocalStore(tmp_path / "store", fsync=False)
+    two_batches(store)
+    results: list[IngestResult] = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        ing = Ingestor(store, BUCKET, tmp_path / "work", "asr", SETTINGS, workers=2)
+        barrier.wait()
+        results.append(ing.run())
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 2 and results[0].rows == results[1].rows
+    assert len(results[0].rows) == 6
+    for row in results[0].rows:
+        assert row.audio.is_file() and row.audio.stat().st_size > 44
