@@ -262,14 +262,14 @@ def load_from_hub(
 def load_from_registry(
     registry: Any, version: str, work_dir: Path, *, device: str = "cpu"
 ) -> LoadedModel:
-    """Load an ``asr`` registry version (checksums verified by the registry) into ``work_dir``.
+    """Load an ``asr`` version of a :class:`speechloop.registry.ModelRegistry`.
 
-    ``registry`` is a :class:`speechloop.registry.Registry`; its ``download(kind,
-    version, dest)`` verifies every artifact and writes the version's files to ``dest``.
+    ``registry.fetch`` verifies every artifact's sha256 before the files are used, so a
+    tampered version is refused; the files land in ``work_dir/<version>``.
     """
     dest = Path(work_dir) / version
     try:
-        registry.download("asr", version, dest)
+        path = registry.fetch("asr", version, dest)
     except NotFound as exc:
-        raise ModelUnavailable(f"asr model version {version!r} not in the registry") from exc
-    return load_from_dir(dest, device=device, version=version)
+        raise ModelUnavailable(f"asr model version {version!r} not in the registry: {exc}") from exc
+    return load_from_dir(path, device=device, version=version)
