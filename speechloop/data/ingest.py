@@ -109,7 +109,8 @@ class BatchReport:
 class IngestResult:
     """The outcome of one ingestion run: batches staged, good rows, quarantined rows.
 
-    In a dry run nothing was written: rows point at where their WAVs *would* be.
+    In a dry run nothing was written, and the rows' ``audio`` paths are relative
+    placeholders (``audio/<id>.wav``).
     """
 
     run_id: str
