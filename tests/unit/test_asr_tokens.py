@@ -72,7 +72,7 @@ def test_hotword_phrases_stay_whole_and_limits(tok):
     with pytest.raises(InvalidInput, match="at most 2"):
         parse_hotwords(["a", "b", "c"], tok, max_count=2)
     with pytest.raises(InvalidInput, match="list of strings"):
-        parse_hotwords("kalo venturi", tok)  # type: ignore[arg-type]
+        parse_hotwords("kalo venturi", tok)
     with pytest.raises(InvalidInput, match="empty"):
         parse_hotwords(["  ... "], tok)
     with pytest.raises(InvalidInput, match="characters"):
