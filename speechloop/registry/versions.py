@@ -26,7 +26,7 @@ from speechloop.registry.model import (
     version_prefix,
 )
 from speechloop.storage.base import ObjectStore
-from speechloop.storage.local import validate_key
+from speechloop.storage.keys import validate_key
 
 DOCUMENTS = ("metrics.json", "lineage.json")
 

@@ -37,41 +37,17 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from speechloop.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from speechloop.errors import Conflict, IntegrityError, NotFound
 from speechloop.storage.base import ObjectInfo, ObjectStore
+from speechloop.storage.keys import validate_bucket, validate_key
 
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _CHUNK = 1 << 20
-
-
-def validate_bucket(bucket: str) -> str:
-    """Return ``bucket`` if it is a valid S3-style bucket name, else raise InvalidInput."""
-    if not isinstance(bucket, str) or not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise InvalidInput(f"invalid bucket name {bucket!r} (3-63 chars: a-z, 0-9, '.', '-')")
-    return bucket
-
-
-def validate_key(key: str) -> str:
-    """Return ``key`` if it is a safe relative object key, else raise InvalidInput.
-
-    Refused: empty keys, absolute paths, backslashes, NUL, and empty, ``.`` or ``..``
-    segments (they would escape the bucket directory or alias another key).
-    """
-    if not isinstance(key, str) or not key:
-        raise InvalidInput(f"invalid object key {key!r}: empty")
-    if key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidInput(f"invalid object key {key!r}: absolute path, backslash or NUL")
-    for seg in key.split("/"):
-        if seg in ("", ".", ".."):
-            raise InvalidInput(f"invalid object key {key!r}: empty, '.' or '..' path segment")
-    return key
 
 
 def _new_etag() -> str:

@@ -49,7 +49,7 @@ from speechloop.errors import (
     StoreUnavailable,
 )
 from speechloop.storage.base import ObjectInfo, ObjectStore
-from speechloop.storage.local import validate_key
+from speechloop.storage.keys import validate_key
 from speechloop.storage.retry import call_with_retries
 
 if TYPE_CHECKING:
