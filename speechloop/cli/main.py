@@ -26,6 +26,11 @@ bootstrap_app.command("asr")(asr.bootstrap)
 bootstrap_app.command("spk")(spk.bootstrap)
 app.add_typer(bootstrap_app, name="bootstrap")
 
+# DESIGN.md: operators roll back with `speechloop rollback asr|spk`.
+app.command("rollback", help="Roll a model kind back to its previous (or a named) version.")(
+    models.rollback
+)
+
 
 def main() -> None:
     """Run the CLI."""
