@@ -1,0 +1,145 @@
+"""The seed ASR model: a small SeacoParaformer trained from scratch on the synthetic corpus.
+
+Bootstrap plays the part of pre-training, so it must leave both halves working: the
+ASR part (stage ``asr``, from scratch, larger learning rate) and the hotword path (stage
+``hotword`` on the frozen ASR part). The recipe, what was tried and what it showed are
+in ``docs/asr.md``. In short, what makes the hotword head bias instead of collapsing
+to NO_BIAS: syllable-piece tokens (a name is ~4 tokens from a few hundred shared
+units, see :mod:`speechloop.asr.tokenizer`), many distinct training names, batch lists
+mixing true hotwords with distractors and leaving some true ones out (labels NO_BIAS
+then), and many cheap epochs of the head on the cached ASR outputs.
+
+Deterministic by seed on one machine type (CPU or one GPU model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from speechloop.asr.finetune.config import StageConfig
+from speechloop.asr.model import CMVN_FILE, LoadedModel, build_seaco, save_to_dir, seed_config
+from speechloop.asr.tokenizer import Tokenizer
+from speechloop.data.types import AsrRow
+from speechloop.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+SEED_DIR = Path(__file__).resolve().parent.parent / "seeds" / "asr"
+
+
+SEED_ASR_STAGE = StageConfig("asr", epochs=12, lr=2e-3, warmup_steps=100, patience=4)
+SEED_HOTWORD_STAGE = StageConfig(
+    "hotword", epochs=40, lr=2e-3, warmup_steps=50, patience=8,
+    list_size=16, easy_epochs=3, p_include=0.8, no_bias_weight=0.5,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    """How the seed is made."""
+
+    seed: int = 0
+    d_model: int = 128
+    asr: StageConfig = field(default_factory=lambda: SEED_ASR_STAGE)
+    hotword: StageConfig = field(default_factory=lambda: SEED_HOTWORD_STAGE)
+    num_threads: int = 2
+    device: str = "auto"
+
+    def quick(self, asr_epochs: int = 2, hotword_epochs: int = 2) -> BootstrapConfig:
+        """A short run (CI: loss falls and accuracy rises)."""
+        return replace(
+            self,
+            asr=replace(self.asr, epochs=asr_epochs, warmup_steps=10),
+            hotword=replace(self.hotword, epochs=hotword_epochs, easy_epochs=0, warmup_steps=5),
+        )
+
+
+@dataclass
+class BootstrapResult:
+    """The trained seed and what training recorded."""
+
+    loaded: LoadedModel
+    history: list[dict[str, Any]]
+    seconds: float
+
+
+def build_tokenizer(rows: Sequence[AsrRow]) -> Tokenizer:
+    """Vocabulary from the training transcripts; words of hotwords always stay pieces."""
+    hotwords = {h for r in rows for h in r.hotwords}
+    return Tokenizer.build([r.text for r in rows], never_whole=sorted(hotwords))
+
+
+def train_seed(
+    rows: Sequence[AsrRow],
+    work_dir: Path,
+    cfg: BootstrapConfig | None = None,
+    *,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    progress: bool = True,
+) -> BootstrapResult:
+    """Train the seed on ``rows`` (split "eval" rows validate). Checkpoints in ``work_dir``."""
+    import torch
+
+    from speechloop.asr.features import Frontend, compute_cmvn, write_am_mvn
+    from speechloop.asr.finetune.data import prepare, read_wave, split_valid
+    from speechloop.asr.finetune.trainer import StageTrainer, pick_device
+
+    cfg = cfg or BootstrapConfig()
+    if not rows:
+        raise InvalidInput("no ASR rows to train the seed on")
+    started = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.num_threads)
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    tok = build_tokenizer(rows)
+    train_rows = [r for r in rows if r.split == "train"]
+    cmvn_path = work_dir / CMVN_FILE
+    write_am_mvn(compute_cmvn(read_wave(r) for r in train_rows[:400]), cmvn_path)
+    utts = prepare(rows, tok, Frontend.from_am_mvn(cmvn_path))
+    train = [u for u, r in zip(utts, rows, strict=True) if r.split == "train"]
+    valid = [u for u, r in zip(utts, rows, strict=True) if r.split == "eval"]
+    if not valid:
+        train, valid = split_valid(train, 0.1, cfg.seed)
+    config = seed_config(tok.vocab_size, tok.no_bias_id, cfg.d_model)
+    model = build_seaco(config).to(device)
+    history: list[dict[str, Any]] = []
+
+    def record(rec: dict[str, Any]) -> None:
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(rec)
+
+    for stage in (cfg.asr, cfg.hotword):
+        trainer = StageTrainer(
+            model, tok, stage, seed=cfg.seed, device=device, work_dir=work_dir,
+            on_epoch=record, progress=progress,
+        )  # fmt: skip
+        result = trainer.run(train, valid)
+        summary = {"stage": stage.kind, "summary": True, "best_epoch": result.best_epoch,
+                   "best_score": result.best_score, "seconds": round(result.seconds, 1)}  # fmt: skip  # noqa: E501
+        history.append(summary)
+    model.cpu().eval()
+    loaded = LoadedModel(model, tok, config, None, cmvn_path, "seed")
+    return BootstrapResult(loaded, history, time.perf_counter() - started)
+
+
+def write_seed(result: BootstrapResult, out_dir: Path, extra: dict[str, Any]) -> Path:
+    """Save the seed (float16 weights) with ``metrics.json`` and ``training.json``."""
+    out = save_to_dir(result.loaded, out_dir, half=True)
+    (out / "metrics.json").write_text(json.dumps(extra, indent=2) + "\n", encoding="utf-8")
+    training = {"seconds": round(result.seconds, 1), "history": result.history}
+    (out / "training.json").write_text(json.dumps(training, indent=1) + "\n", encoding="utf-8")
+    return out
+
+
+def config_dict(cfg: BootstrapConfig) -> dict[str, Any]:
+    """The bootstrap config as plain data (for metrics.json)."""
+    return asdict(cfg)

@@ -1,0 +1,133 @@
+"""Two-stage fine-tuning: freezing is exact, training moves what it should, resume works.
+
+A tiny SeacoParaformer (d=32) on a dozen espeak-ng utterances keeps this fast; GPU
+selection is tested by mocking ``torch.cuda.is_available`` (no GPU on the build machines).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from speechloop.asr.finetune.config import StageConfig  # noqa: E402
+from speechloop.asr.finetune.data import Utterance  # noqa: E402
+from speechloop.asr.finetune.trainer import (  # noqa: E402
+    StageTrainer,
+    is_hotword_param,
+    pick_device,
+)
+from speechloop.asr.model import build_seaco, seed_config  # noqa: E402
+from speechloop.asr.tokenizer import Tokenizer  # noqa: E402
+
+SENTENCES = [
+    ("please call brakovan tonight", ["brakovan"]),
+    ("send the report to zelmira", ["zelmira"]),
+    ("tell brakovan to walk the dog", ["brakovan"]),
+    ("the report is on the table", []),
+    ("zelmira left the key at the office", ["zelmira"]),
+    ("call the doctor tonight", []),
+    ("ask zelmira about the report", ["zelmira"]),
+    ("walk the dog tonight", []),
+]
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[Tokenizer, list[Utterance]]:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from speechloop.asr.features import Frontend
+    from speechloop.data.synth.render import synthesize
+
+    tok = Tokenizer.build([s for s, _ in SENTENCES], never_whole=["brakovan", "zelmira"])
+    fe = Frontend()
+    utts = []
+    for i, (text, hws) in enumerate(SENTENCES):
+        wave = synthesize("espeak", "en-us", "m3", text, 1.0, 0.0)
+        feats = fe(wave)
+        feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-3)
+        utts.append(Utterance(f"u{i}", feats.astype(np.float32), tok.encode(text), text,
+                              [tok.encode(h) for h in hws], hws))  # fmt: skip
+    return tok, utts
+
+
+def _model(tok: Tokenizer):
+    torch.manual_seed(0)
+    return build_seaco(seed_config(tok.vocab_size, tok.no_bias_id, d=32))
+
+
+def _snapshot(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize("kind", ["asr", "hotword"])
+def test_stage_freezes_exactly_and_trains_the_rest(data, kind):
+    """After a stage, every frozen tensor is bit-identical and every trained one moved."""
+    tok, utts = data
+    model = _model(tok)
+    before = _snapshot(model)
+    cfg = StageConfig(kind, epochs=1, lr=1e-3, warmup_steps=1, batch_size=4, patience=5)
+    StageTrainer(model, tok, cfg, progress=False).run(utts[:6], utts[6:])
+    after = dict(model.named_parameters())
+    frozen_moved, trained_still = [], []
+    for name, old in before.items():
+        same = torch.equal(old, after[name].detach())
+        trained = is_hotword_param(name) == (kind == "hotword")
+        if not trained and not same:
+            frozen_moved.append(name)
+        if trained and same and "predictor.blstm" not in name:
+            trained_still.append(name)
+    assert frozen_moved == []
+    assert trained_still == []
+
+
+def test_naive_stage_trains_everything_on_asr_objective(data):
+    """The naive baseline makes every parameter trainable and trains on the ASR objective
+    (which does not reach the hotword head: only the shared ASR part moves)."""
+    tok, utts = data
+    model = _model(tok)
+    before = _snapshot(model)
+    cfg = StageConfig("naive", epochs=1, lr=1e-3, warmup_steps=1, batch_size=4)
+    StageTrainer(model, tok, cfg, progress=False).run(utts[:6], utts[6:])
+    assert all(p.requires_grad for p in model.parameters())
+    moved = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
+    assert any(n.startswith("encoder.") for n in moved)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(data, tmp_path: Path):
+    """A run killed after epoch 1 and restarted resumes from its checkpoint and ends with
+    exactly the weights of an uninterrupted run (per-epoch seeding)."""
+    tok, utts = data
+    cfg = StageConfig("asr", epochs=2, lr=1e-3, warmup_steps=1, batch_size=4, patience=9)
+    full = _model(tok)
+    StageTrainer(full, tok, cfg, work_dir=tmp_path / "a", progress=False).run(utts[:6], utts[6:])
+
+    def kill(record: dict) -> None:
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        StageTrainer(_model(tok), tok, cfg, work_dir=tmp_path / "b", on_epoch=kill,
+                     progress=False).run(utts[:6], utts[6:])  # fmt: skip
+    assert torch.load(tmp_path / "b" / "asr" / "last.pt", weights_only=False)["epoch"] == 1
+    resumed = _model(tok)
+    out = StageTrainer(resumed, tok, cfg, work_dir=tmp_path / "b", progress=False).run(
+        utts[:6], utts[6:]
+    )
+    assert [h["epoch"] for h in out.history] == [0, 1, 2]
+    for (name, p), q in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+
+
+def test_pick_device_prefers_cuda_when_available():
+    """auto picks CUDA when torch reports it (mocked: no GPU here), CPU otherwise."""
+    with mock.patch("torch.cuda.is_available", return_value=True):
+        assert pick_device("auto") == "cuda"
+    with mock.patch("torch.cuda.is_available", return_value=False):
+        assert pick_device("auto") == "cpu"
+    assert pick_device("cpu") == "cpu"
