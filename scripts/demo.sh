@@ -31,8 +31,8 @@ fi
 step "2. A producer uploads a batch with bad rows (corrupt audio, too short, empty text, path escaping the batch, no speaker)"
 $PY scripts/demo_faults.py
 
-step "3. What is waiting to be ingested"
-$SL data status
+step "3. What is waiting to be ingested (golden eval sets validated: they must be clean)"
+$SL data status --check-eval
 
 step "4. Ingest: validate every row, write 16 kHz mono WAVs locally, quarantine bad rows"
 $SL data ingest --run-id "$RUN_ID" --show 30

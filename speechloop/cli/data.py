@@ -204,7 +204,25 @@ def commit_cmd(
             console.print(f"{k}: committed {', '.join(done)}")
 
 
-def _eval_summary(settings: Settings, store: ObjectStore, kind: Kind) -> list[tuple[str, str]]:
+def _eval_check(settings: Settings, store: ObjectStore, kind: Kind, name: str) -> str:
+    """Load (validate and cache locally) one eval set; "ok" or the one-line problem."""
+    from speechloop.data.dataset import load_asr_eval_set, load_spk_eval_set
+    from speechloop.data.ingest import data_dir
+
+    try:
+        if kind == "asr":
+            load_asr_eval_set(store, settings.data_bucket, name, data_dir(settings), settings)
+        else:
+            load_spk_eval_set(store, settings.data_bucket, name, data_dir(settings), settings)
+    except SpeechloopError as exc:
+        return f"[red]invalid[/red]: {exc}"
+    return "[green]valid[/green]"
+
+
+def _eval_summary(
+    settings: Settings, store: ObjectStore, kind: Kind, check: bool
+) -> list[tuple[str, str, str]]:
+    """(name, size, validity) of each eval set of ``kind``; validity "-" unless ``check``."""
     from speechloop.data.dataset import TRIALS, list_eval_sets
 
     out = []
@@ -218,7 +236,7 @@ def _eval_summary(settings: Settings, store: ObjectStore, kind: Kind) -> list[tu
                 size += f", {sum(1 for line in trials.splitlines() if line.strip())} trials"
             except SpeechloopError:
                 size += ", no trials.txt"
-        out.append((name, size))
+        out.append((name, size, _eval_check(settings, store, kind, name) if check else "-"))
     return out
 
 
@@ -242,7 +260,12 @@ def _status_table(settings: Settings, store: ObjectStore) -> tuple[Table, list[s
 
 
 @app.command()
-def status() -> None:
+def status(
+    check_eval: Annotated[
+        bool,
+        typer.Option("--check-eval", help="Validate each golden eval set (and cache it locally)."),
+    ] = False,
+) -> None:
     """Batches per kind (incomplete, pending, staged, committed) and the golden eval sets."""
     with cli_errors():
         settings, store = _context()
@@ -251,9 +274,9 @@ def status() -> None:
         for line in lines:
             console.print(line)
         evals = Table(title="Golden eval sets", title_justify="left")
-        for name in ("kind", "set", "size"):
-            evals.add_column(name)
+        for name in ("kind", "set", "size", "validation"):
+            evals.add_column(name, overflow="fold")
         for kind in _kinds(KindChoice.all):
-            for name, size in _eval_summary(settings, store, kind):
-                evals.add_row(kind, name, size)
+            for name, size, valid in _eval_summary(settings, store, kind, check_eval):
+                evals.add_row(kind, name, size, valid)
         console.print(evals if evals.row_count else "No golden eval sets.")

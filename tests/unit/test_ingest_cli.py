@@ -57,3 +57,20 @@ def test_errors_are_one_line_without_traceback(store: LocalStore) -> None:
     store.ensure_bucket(BUCKET)
     code, out = invoke("ingest", "--kind", "asr", "--batch", "nope")
     assert code == 1 and "'nope' is not pending" in out and "Traceback" not in out
+
+
+def test_status_checks_golden_sets(store: LocalStore) -> None:
+    """status --check-eval marks a clean set valid and names the bad row of a dirty one."""
+    store.ensure_bucket(BUCKET)
+    store.put_bytes(BUCKET, "asr/eval/clean/a.wav", clip(0.5))
+    store.put_bytes(
+        BUCKET, "asr/eval/clean/manifest.jsonl", b'{"id":"e","audio":"a.wav","text":"hi"}'
+    )
+    store.put_bytes(
+        BUCKET, "asr/eval/dirty/manifest.jsonl", b'{"id":"e","audio":"x.wav","text":"hi"}'
+    )
+    code, out = invoke("status", "--check-eval")
+    assert code == 0, out
+    clean = next(line for line in out.splitlines() if "clean" in line)
+    assert "valid" in clean and "invalid" not in clean
+    assert "invalid" in out and "row 1 (id=e): audio 'x.wav' does not exist" in out
