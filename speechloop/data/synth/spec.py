@@ -1,0 +1,194 @@
+"""What a generation run makes: :class:`CorpusSpec`, its presets, and the pools it uses.
+
+The spec is a frozen pydantic model; change a preset with ``model_copy(update=...)``::
+
+    spec = CorpusSpec.preset("bootstrap").model_copy(update={"seed": 3, "batches": 4})
+
+Two seeds: ``partition_seed`` fixes which voices and names are "seen" and which are
+"held-out" (keep it the same across bootstrap, fine-tuning and evaluation); ``seed``
+fixes everything else (sentences, voices per utterance, rate, pitch, noise, formats).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from speechloop.data.synth.grammar import CHARSET, normalise_text, vocabulary_words
+from speechloop.data.synth.names import invent_names
+from speechloop.data.synth.voices import Voice, partition_voices, voice_by_id
+
+PresetName = Literal["tiny", "demo", "bootstrap", "finetune"]
+Pool = Literal["seen", "heldout"]
+NoiseName = Literal["white", "pink", "babble"]
+Range = tuple[float, float]
+
+#: How many invented names exist per partition seed (half seen, half held out).
+NAME_UNIVERSE = 600
+_TWO_WORD_EVERY = 7
+
+
+class CorpusSpec(BaseModel):
+    """Everything that decides a generated corpus. Same spec, same bytes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = Field(default=0, description="sentences, voices, variation, formats")
+    partition_seed: int = Field(default=0, description="which voices/names are held out")
+    n_voices_seen: int = Field(default=8, ge=1, le=250)
+    n_voices_heldout: int = Field(default=4, ge=1, le=130)
+    voices_seen: tuple[str, ...] | None = Field(default=None, description="explicit ids")
+    voices_heldout: tuple[str, ...] | None = Field(default=None, description="explicit ids")
+    n_names_seen: int = Field(default=40, ge=1, le=NAME_UNIVERSE // 2)
+    n_names_heldout: int = Field(default=20, ge=1, le=NAME_UNIVERSE // 2)
+    pool: Pool = Field(default="seen", description="voices and names the batches draw from")
+    batch_prefix: str = Field(default="synth", pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
+    first_batch: int = Field(default=1, ge=1, description="number of the first batch id")
+    batches: int = Field(default=2, ge=0)
+    asr_per_batch: int = Field(default=40, ge=0)
+    spk_per_batch: int = Field(default=40, ge=0)
+    asr_voices: int | None = Field(default=None, ge=1, description="cap on ASR batch voices")
+    hotword_rate: float = Field(default=0.6, ge=0, le=1, description="ASR rows with names")
+    two_name_rate: float = Field(default=0.15, ge=0, le=1, description="of those, two names")
+    valid_fraction: float = Field(default=0.1, ge=0, le=0.5, description='split "eval" rows')
+    with_eval: bool = True
+    asr_eval_golden: int = Field(default=40, ge=0)
+    asr_eval_seen: int = Field(default=40, ge=0)
+    spk_eval_utts: int = Field(default=4, ge=0, description="per speaker, both spk sets")
+    rate_range: Range = (0.85, 1.2)
+    pitch_range_st: Range = (-1.5, 1.5)
+    noise_prob: float = Field(default=0.6, ge=0, le=1)
+    noise_kinds: tuple[NoiseName, ...] = ("white", "pink", "babble")
+    snr_db_range: Range = (10.0, 30.0)
+    gain_db_range: Range = (-6.0, 2.0)
+    flac_fraction: float = Field(default=0.15, ge=0, le=1)
+    mp3_fraction: float = Field(default=0.05, ge=0, le=1)
+    workers: int = Field(default=2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        """Ranges ordered, format fractions summing to at most 1, voice lists valid."""
+        for name in ("rate_range", "pitch_range_st", "snr_db_range", "gain_db_range"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name}: low {lo} is above high {hi}")
+        if self.rate_range[0] <= 0:
+            raise ValueError(f"rate_range must be positive, got {self.rate_range}")
+        if self.flac_fraction + self.mp3_fraction > 1:
+            raise ValueError("flac_fraction + mp3_fraction must not exceed 1")
+        if self.noise_prob > 0 and not self.noise_kinds:
+            raise ValueError("noise_prob > 0 needs at least one noise kind")
+        seen, held = voice_pools(self)
+        if {v.id for v in seen} & {v.id for v in held}:
+            raise ValueError("voices_seen and voices_heldout overlap")
+        return self
+
+    @classmethod
+    def preset(cls, name: PresetName) -> CorpusSpec:
+        """A named starting point (see :data:`PRESETS`)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return cls.model_validate(PRESETS[name])
+
+
+#: The presets. tiny: tests (seconds). demo: ``make demo``. bootstrap: pre-training data
+#: for the seed models (1,500 ASR rows, 24 speakers). finetune: "new" data (held-out
+#: voices and names) for the fine-tuning loop.
+PRESETS: dict[str, dict[str, object]] = {
+    "tiny": {
+        "n_voices_seen": 4, "n_voices_heldout": 3, "n_names_seen": 12, "n_names_heldout": 8,
+        "batch_prefix": "tiny", "batches": 1, "asr_per_batch": 8, "spk_per_batch": 8,
+        "asr_eval_golden": 6, "asr_eval_seen": 6, "spk_eval_utts": 3,
+    },
+    "demo": {
+        "n_voices_seen": 8, "n_voices_heldout": 4, "n_names_seen": 30, "n_names_heldout": 15,
+        "batch_prefix": "demo", "batches": 2, "asr_per_batch": 40, "spk_per_batch": 40,
+        "asr_eval_golden": 30, "asr_eval_seen": 30, "spk_eval_utts": 4,
+    },
+    "bootstrap": {
+        "n_voices_seen": 24, "n_voices_heldout": 8, "n_names_seen": 60, "n_names_heldout": 30,
+        "batch_prefix": "boot", "batches": 10, "asr_per_batch": 150, "spk_per_batch": 100,
+        "asr_eval_golden": 120, "asr_eval_seen": 120, "spk_eval_utts": 6,
+    },
+    "finetune": {
+        "n_voices_seen": 24, "n_voices_heldout": 8, "n_names_seen": 60, "n_names_heldout": 30,
+        "pool": "heldout", "batch_prefix": "new", "batches": 4, "asr_per_batch": 100,
+        "spk_per_batch": 80, "with_eval": False, "asr_eval_golden": 120,
+        "asr_eval_seen": 120, "spk_eval_utts": 6,
+    },
+}  # fmt: skip
+
+
+def voice_pools(spec: CorpusSpec) -> tuple[tuple[Voice, ...], tuple[Voice, ...]]:
+    """The seen and held-out voices this spec uses (explicit lists, else the partition)."""
+    part = partition_voices(spec.partition_seed)
+    if spec.voices_seen is not None:
+        seen = tuple(_known_voice(v) for v in spec.voices_seen)
+    else:
+        seen = part.seen[: spec.n_voices_seen]
+    if spec.voices_heldout is not None:
+        held = tuple(_known_voice(v) for v in spec.voices_heldout)
+    else:
+        held = part.heldout[: spec.n_voices_heldout]
+    if not seen or not held:
+        raise ValueError("both voice pools need at least one voice")
+    return seen, held
+
+
+def _known_voice(voice_id: str) -> Voice:
+    """The voice for an explicit id; ValueError (a validation error) if unknown."""
+    try:
+        return voice_by_id(voice_id)
+    except KeyError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+@cache
+def name_partition(partition_seed: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """All invented names (display form) split into the seen and held-out orders."""
+    names = invent_names(
+        NAME_UNIVERSE,
+        seed=partition_seed,
+        avoid=frozenset(vocabulary_words()),
+        two_word_every=_TWO_WORD_EVERY,
+    )
+    return tuple(names[0::2]), tuple(names[1::2])
+
+
+def name_pools(spec: CorpusSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The seen and held-out names (display form) this spec uses."""
+    seen, held = name_partition(spec.partition_seed)
+    return seen[: spec.n_names_seen], held[: spec.n_names_heldout]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the ASR side needs to know about the corpus's text.
+
+    Names are in transcript form (normalised: lower case, a two-word name keeps its
+    space), exactly as they appear in ``text`` and ``hotwords`` of the manifests.
+    """
+
+    words: tuple[str, ...]
+    seen_names: tuple[str, ...]
+    heldout_names: tuple[str, ...]
+    charset: str = CHARSET
+
+    @property
+    def all_names(self) -> tuple[str, ...]:
+        """Seen names, then held-out names."""
+        return self.seen_names + self.heldout_names
+
+
+def vocabulary(spec: CorpusSpec | None = None) -> Vocabulary:
+    """The plain words, the seen and held-out hotwords, and the character set of a spec."""
+    spec = spec or CorpusSpec()
+    seen, held = name_pools(spec)
+    return Vocabulary(
+        words=vocabulary_words(),
+        seen_names=tuple(normalise_text(n) for n in seen),
+        heldout_names=tuple(normalise_text(n) for n in held),
+    )
