@@ -20,13 +20,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 rm -rf .speechloop/demo-store .speechloop/demo-work
 
 step "1. Generate a synthetic labelled corpus into $SPEECHLOOP_STORE"
-if $SL data generate --help >/dev/null 2>&1; then
-    $SL data generate --preset demo
-else
-    # Placeholder until `speechloop data generate` lands: demo_faults.py falls back
-    # to plain tones for its good rows.
-    echo "(corpus generator not installed yet: only the faulty demo batch is written)"
-fi
+$SL data generate --preset demo
 
 step "2. A producer uploads a batch with bad rows (corrupt audio, too short, empty text, path escaping the batch, no speaker)"
 $PY scripts/demo_faults.py

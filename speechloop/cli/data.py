@@ -1,4 +1,4 @@
-"""``speechloop data ...``: ingest labelled batches, commit them, show where data stands.
+"""``speechloop data ...``: generate, ingest and commit labelled batches; show where data stands.
 
 Heavy modules (numpy, soundfile via the ingestion code) are imported inside the
 commands, so ``speechloop --help`` stays fast. Errors of the speechloop family (and
@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from speechloop.cli.data_generate import generate
 from speechloop.errors import SpeechloopError
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from speechloop.storage.base import ObjectStore
 
 app = typer.Typer(no_args_is_help=True)
+app.command("generate")(generate)  # the corpus generator's command (speechloop.data.synth)
 console = Console()
 err_console = Console(stderr=True)
 
