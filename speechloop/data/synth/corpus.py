@@ -1,7 +1,9 @@
 """Writing a planned corpus to an object store in the contract layout.
 
-Audio is rendered by a pool of worker processes (``spec.workers``; 1 renders inline)
-and uploaded in plan order. Within each set the audio goes first, then ``trials.txt``
+Audio is rendered by a pool of worker processes (``spec.workers``; 1 renders inline),
+forked after the shared noise banks are built, and
+uploaded in plan order. Worker processes are forked (not spawned), so callers need no
+``if __name__ == "__main__"`` guard. Within each set the audio goes first, then ``trials.txt``
 (speaker evaluation sets), then ``manifest.jsonl`` last, so that a set is complete
 exactly when its manifest exists. A set whose manifest already exists is left alone
 (reported as skipped) unless ``overwrite`` is set: re-running a spec is idempotent.
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 
 from speechloop.data.synth.plan import PlannedSet, plan_corpus
-from speechloop.data.synth.render import Rendered, RenderJob, render
+from speechloop.data.synth.render import Rendered, RenderJob, render, warm_up
 from speechloop.data.synth.spec import CorpusSpec
 from speechloop.storage.base import ObjectStore
 
@@ -71,6 +73,7 @@ def generate_corpus(
         else:
             todo.append(planned)
     jobs = [row.job for planned in todo for row in planned.rows]
+    warm_up(jobs)
     audio_s = 0.0
     with (
         _progress_bar(len(jobs), enabled=progress) as advance,
@@ -110,7 +113,7 @@ def _rendered(jobs: list[RenderJob], workers: int) -> Iterator[Iterator[Rendered
         yield map(render, jobs)
         return
     chunk = max(1, min(_MAX_CHUNK, len(jobs) // (workers * 4)))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"))
     try:
         yield pool.map(render, jobs, chunksize=chunk)
     finally:

@@ -4,9 +4,10 @@ Runs in the worker processes of :mod:`speechloop.data.synth.corpus`; everything 
 needs travels in a :class:`RenderJob`, so the result depends on the job alone and not
 on which worker renders it or when (the corpus is byte-identical for a seed).
 
-- Synthesis: ``espeak-ng --stdout`` (22.05 kHz) or ``flite -o /dev/stdout`` (8 or
-  16 kHz), speaking rate and pitch set on the engine, then resampled with soxr to
-  16 kHz mono and trimmed to 0.15 s of silence at either end.
+- Synthesis: libespeak-ng through a forking helper (:mod:`~speechloop.data.synth.espeak`;
+  the ``espeak-ng --stdout`` command where it cannot run), 22.05 kHz, or
+  ``flite -o /dev/stdout`` (8 or 16 kHz), speaking rate and pitch set on the engine,
+  then resampled with soxr to 16 kHz mono and trimmed to 0.15 s of silence at either end.
 - Variation: level normalised and changed by a small gain; additive noise at a given
   SNR: white, pink (1/f power) or babble (a mix of other synthetic speech).
 - Encoding: WAV (16-bit PCM), FLAC or MP3 (libsndfile).
@@ -24,6 +25,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from speechloop.data.synth import espeak
 from speechloop.errors import AudioError
 
 SAMPLE_RATE = 16_000
@@ -37,6 +39,7 @@ _TRIM_THRESHOLD = 0.02
 _PEAK_DBFS = -3.0
 _TIMEOUT_S = 30
 _BABBLE_S = 12.0
+_PINK_S = 30.0
 _SF_FORMATS: dict[str, tuple[str, str]] = {
     "wav": ("WAV", "PCM_16"),
     "flac": ("FLAC", "PCM_16"),
@@ -77,6 +80,17 @@ def render(job: RenderJob) -> Rendered:
     return Rendered(data=encode(mixed, job.fmt), duration_s=len(mixed) / SAMPLE_RATE)
 
 
+def warm_up(jobs: list[RenderJob]) -> None:
+    """Build the noise banks ``jobs`` use once, before forking workers.
+
+    Worker processes forked afterwards inherit it instead of each building their own.
+    """
+    if any(j.noise == "pink" for j in jobs):
+        pink_bank()
+    if any(j.noise == "babble" for j in jobs):
+        babble_bank()
+
+
 def synthesize(
     engine: str, base: str, variant: str, text: str, rate: float, pitch_st: float
 ) -> np.ndarray:
@@ -85,8 +99,12 @@ def synthesize(
         wpm = max(80, round(_ESPEAK_DEFAULT_WPM * rate))
         pitch = int(np.clip(round(50 + _ESPEAK_PITCH_PER_ST * pitch_st), 0, 99))
         voice = f"{base}+{variant}" if variant else base
-        cmd = ["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "--stdout", text]
-        samples, rate_hz = _parse_stream_wav(_run(cmd), what=voice)
+        lib = espeak.helper()
+        if lib is not None:
+            samples, rate_hz = lib.synthesize(voice, wpm, pitch, text), lib.sample_rate
+        else:
+            cmd = ["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "--stdout", text]
+            samples, rate_hz = _parse_stream_wav(_run(cmd), what=voice)
     elif engine == "flite":
         from speechloop.data.synth.voices import FLITE_BASE_F0
 
@@ -181,17 +199,22 @@ def make_noise(kind: NoiseKind, length: int, rng: np.random.Generator) -> np.nda
     """``length`` samples of white, pink or babble noise (unit scale; caller sets SNR)."""
     if kind == "white":
         return rng.standard_normal(length).astype(np.float32)
-    if kind == "pink":
-        spectrum = np.fft.rfft(rng.standard_normal(length))
-        freqs = np.arange(spectrum.size, dtype=np.float64)
-        freqs[0] = 1.0
-        return np.fft.irfft(spectrum / np.sqrt(freqs), n=length).astype(np.float32)
-    if kind == "babble":
-        bank = babble_bank()
+    if kind in ("pink", "babble"):
+        bank = pink_bank() if kind == "pink" else babble_bank()
         start = int(rng.integers(0, max(1, bank.size - length)))
         piece = bank[start : start + length]
         return np.resize(piece, length) if piece.size < length else piece
     raise ValueError(f"unknown noise kind {kind!r}")
+
+
+@cache
+def pink_bank() -> np.ndarray:
+    """Thirty seconds of pink (1/f power) noise, fixed; utterances take random pieces."""
+    n = int(_PINK_S * SAMPLE_RATE)
+    spectrum = np.fft.rfft(np.random.default_rng(0).standard_normal(n))
+    freqs = np.arange(spectrum.size, dtype=np.float64)
+    freqs[0] = 1.0
+    return np.fft.irfft(spectrum / np.sqrt(freqs), n=n).astype(np.float32)
 
 
 @cache
