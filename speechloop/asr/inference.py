@@ -84,6 +84,7 @@ def decode_features(
 
     from speechloop.asr.objectives import AsrStates, hotword_logits
 
+    speech = speech[:, : int(speech_lengths.max())]  # the encoder masks need no extra padding
     with torch.no_grad():
         enc, enc_lens = model.encode(speech, speech_lengths)
         acoustic, token_num = model.calc_predictor(enc, enc_lens)[:2]

@@ -1,0 +1,110 @@
+"""Torch inference path: model directories, per-request hotwords, thread safety, timestamps.
+
+Uses a tiny randomly initialised SeacoParaformer (d=32): its words are nonsense, but the
+properties tested here (round trips, determinism, no shared hotword state, timestamps
+within the audio) do not depend on training.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from speechloop.asr.features import Cmvn, write_am_mvn  # noqa: E402
+from speechloop.asr.inference import Transcriber, bias_embeddings, decode_features  # noqa: E402
+from speechloop.asr.model import LoadedModel, build_seaco, load_from_dir, save_to_dir, seed_config  # noqa: E402
+from speechloop.asr.tokenizer import Tokenizer  # noqa: E402
+from speechloop.errors import InvalidInput, ModelUnavailable  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A saved tiny model directory (config.yaml, tokens.json, model.pt, am.mvn)."""
+    tok = Tokenizer.build(["please call the doctor", "kalo venturi left"], never_whole=["kalo"])
+    torch.manual_seed(0)
+    config = seed_config(tok.vocab_size, tok.no_bias_id, d=32)
+    model = build_seaco(config).eval()
+    out = tmp_path_factory.mktemp("tiny")
+    cmvn = write_am_mvn(Cmvn.from_mean_istd(np.zeros(560), np.full(560, 0.1)), out / "src.mvn")
+    save_to_dir(LoadedModel(model, tok, config, None, cmvn), out / "model")
+    return out / "model"
+
+
+def _waves(n: int = 3) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [(0.1 * rng.standard_normal(16000 + 4000 * i)).astype(np.float32) for i in range(n)]
+
+
+def test_directory_round_trip_loads_same_weights(model_dir, tmp_path):
+    """save_to_dir then load_from_dir gives identical weights; fp16 saving halves the file."""
+    loaded = load_from_dir(model_dir)
+    again = save_to_dir(loaded, tmp_path / "copy", half=True)
+    assert (again / "model.pt").stat().st_size < 0.6 * (model_dir / "model.pt").stat().st_size
+    reloaded = load_from_dir(model_dir)
+    for (k, a), b in zip(
+        loaded.model.state_dict().items(), reloaded.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k
+
+
+def test_missing_files_give_model_unavailable(model_dir, tmp_path):
+    """A directory without model.pt is refused with a message naming the file."""
+    import shutil
+
+    for name in ("config.yaml", "tokens.json"):
+        shutil.copyfile(model_dir / name, tmp_path / name)
+    with pytest.raises(ModelUnavailable, match=r"model\.pt"):
+        load_from_dir(tmp_path)
+
+
+def test_concurrent_requests_with_different_hotwords_do_not_interfere(model_dir):
+    """Threads sharing one Transcriber with different lists get their sequential results."""
+    tr = Transcriber(load_from_dir(model_dir))
+    waves = _waves(2)
+    lists = [["kalo venturi"], ["doctor"], None, ["please", "kalo"]]
+    expected = [[t.token_ids for t in tr.transcribe(waves, hw)] for hw in lists]
+    got: dict[int, list[list[int]]] = {}
+
+    def work(i: int) -> None:
+        for _ in range(3):
+            got[i] = [t.token_ids for t in tr.transcribe(waves, lists[i])]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(lists))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [got[i] for i in range(len(lists))] == expected
+    assert not hasattr(tr.model, "hotword_list")  # funasr's shared state never set
+
+
+def test_hotword_path_changes_logits_only_with_a_list(model_dir):
+    """Without a list the decoder's output stands; the list's embeddings are per call."""
+    loaded = load_from_dir(model_dir)
+    tr = Transcriber(loaded)
+    speech, lengths = tr.features(_waves(1))
+    plain = decode_features(loaded.model, speech, lengths, None)
+    assert plain.fired == [0]
+    emb = bias_embeddings(loaded.model, [loaded.tokenizer.encode("kalo venturi")])
+    assert emb.shape == (2, 32)  # one hotword + the [sos] entry
+
+
+def test_timestamps_are_ordered_and_inside_the_audio(model_dir):
+    """Token timestamps are non-decreasing and end before the audio does."""
+    tr = Transcriber(load_from_dir(model_dir))
+    for wave, res in zip(_waves(3), tr.transcribe(_waves(3)), strict=True):
+        starts = [s.start_s for s in res.timestamps]
+        assert starts == sorted(starts)
+        assert all(s.end_s <= len(wave) / 16000 + 0.1 for s in res.timestamps)
+        assert len(res.timestamps) == len(res.tokens)
+
+
+def test_unrepresentable_hotwords_are_refused_by_name(model_dir):
+    """A hotword with characters outside the vocabulary is an InvalidInput naming it."""
+    tr = Transcriber(load_from_dir(model_dir))
+    with pytest.raises(InvalidInput, match="Zoë"):
+        tr.transcribe(_waves(1), ["Zoë"])
