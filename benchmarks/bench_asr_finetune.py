@@ -50,7 +50,7 @@ def new_data(work: Path, seed: int, rows_per_batch: int) -> tuple[list[Any], lis
     store = LocalStore(work / "store")
     generate_corpus(store, "speech-data", spec, progress=True)
     settings = get_settings()
-    rows = [r for r in Ingestor(store, "speech-data", work / "data", "asr", settings).run().rows]
+    rows = list(Ingestor(store, "speech-data", work / "data", "asr", settings).run().rows)
     if not rows:
         from speechloop.data.dataset import read_local_rows
 
@@ -104,8 +104,8 @@ def main() -> None:
     for name, cfg in arms.items():
         loaded = copy.deepcopy(seed_model)
         t0 = time.perf_counter()
-        tuned = finetune_model(loaded, rows, cfg, work_dir=args.work / f"run-{name}-{time.time_ns()}",
-                               progress=False)  # fmt: skip
+        run_dir = args.work / f"run-{name}-{time.time_ns()}"
+        tuned = finetune_model(loaded, rows, cfg, work_dir=run_dir, progress=False)
         timings[name] = round(time.perf_counter() - t0, 1)
         results[name] = evaluate(tuned.loaded, old, new)
         results[name]["stages"] = tuned.summary()
@@ -139,7 +139,8 @@ def table(doc: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {pct(r['old']['none']['cer'])} | {pct(r['old']['own']['cer'])} | "
             f"{pct(r['new']['none']['cer'])} | {pct(r['new']['own']['cer'])} | "
-            f"{pct(r['new']['none']['hotword_recall'])} | {pct(r['new']['own']['hotword_recall'])} |"
+            f"{pct(r['new']['none']['hotword_recall'])} | "
+            f"{pct(r['new']['own']['hotword_recall'])} |"
         )
     return "\n".join(lines)
 
