@@ -47,8 +47,8 @@ def main() -> None:
     parser.add_argument("--no-eval", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    spec = CorpusSpec.preset("bootstrap").model_copy(
-        update={
+    spec = CorpusSpec.preset("bootstrap").updated(
+        {
             "batches": args.batches,
             "workers": args.workers,
             "seed": args.seed,

@@ -70,7 +70,7 @@ def generate(
                              ("spk_per_batch", per_batch)):  # fmt: skip
             if value is not None:
                 update[field] = value
-        spec = CorpusSpec.model_validate({**CorpusSpec.preset(preset.value).model_dump(), **update})
+        spec = CorpusSpec.preset(preset.value).updated(update)
         settings = get_settings()
         if out is not None:
             settings = settings.model_copy(update={"store": out})

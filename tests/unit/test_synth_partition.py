@@ -58,7 +58,7 @@ def test_seen_pool_batches_never_use_heldout_voices_or_names() -> None:
 
 def test_heldout_pool_batches_use_only_heldout_and_avoid_eval_sentences() -> None:
     """Fine-tuning batches: held-out voices/names, never a sentence of the eval sets."""
-    spec = CorpusSpec.preset("finetune").model_copy(update={"batches": 2, "asr_per_batch": 80})
+    spec = CorpusSpec.preset("finetune").updated({"batches": 2, "asr_per_batch": 80})
     held_v = {v.id for v in voice_pools(spec)[1]}
     held_n = {n.lower() for n in name_pools(spec)[1]}
     sets = plan_corpus(spec)
@@ -66,7 +66,7 @@ def test_heldout_pool_batches_use_only_heldout_and_avoid_eval_sentences() -> Non
     assert _ids(sets, "asr/batches") | _ids(sets, "spk/batches") <= held_v
     assert _names(sets, "asr/batches") <= held_n
     eval_texts = {
-        r.text for s in plan_corpus(spec.model_copy(update={"with_eval": True}))
+        r.text for s in plan_corpus(spec.updated({"with_eval": True}))
         if s.prefix.startswith("asr/eval") for r in s.rows
     }  # fmt: skip
     batch_texts = {r.text for s in sets if s.kind == "asr" for r in s.rows}
@@ -105,5 +105,7 @@ def test_spec_rejects_bad_settings() -> None:
         CorpusSpec(voices_seen=("espeak_xx_m1",))
     with pytest.raises(ValidationError, match="overlap"):
         CorpusSpec(voices_seen=("flite_slt",), voices_heldout=("flite_slt", "flite_kal"))
+    with pytest.raises(ValidationError, match="n_voices_seen"):
+        CorpusSpec.preset("tiny").updated({"n_voices_seen": 0})
     with pytest.raises(ValueError, match="unknown preset"):
         CorpusSpec.preset("huge")  # type: ignore[arg-type]

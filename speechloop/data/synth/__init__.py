@@ -6,13 +6,14 @@ Stable public API (import from ``speechloop.data.synth``)::
     from speechloop.storage.local import LocalStore
 
     spec = CorpusSpec.preset("bootstrap")            # "tiny" | "demo" | "bootstrap" | "finetune"
-    spec = spec.model_copy(update={"seed": 1})        # any field below can be changed
+    spec = spec.updated({"seed": 1})                  # any field below; validated
     report = generate_corpus(LocalStore(root), "speech-data", spec, progress=True)
     report.asr_batches, report.eval_sets, report.utterances_per_s
 
-- :class:`CorpusSpec` (frozen pydantic model): ``seed`` (sentences, voices per
-  utterance, variation, formats) and ``partition_seed`` (which voices and names are
-  seen/held-out; keep it fixed across bootstrap, fine-tuning and evaluation);
+- :class:`CorpusSpec` (frozen pydantic model; ``CorpusSpec.preset(name)``,
+  ``spec.updated({...})``): ``seed`` (batches: sentences, voices per utterance,
+  variation, formats) and ``partition_seed`` (which voices and names are seen/held-out,
+  and the golden eval sets; keep it fixed across bootstrap, fine-tuning, evaluation);
   ``n_voices_seen/n_voices_heldout`` or explicit ``voices_seen/voices_heldout`` ids;
   ``n_names_seen/n_names_heldout``; ``pool`` ("seen" | "heldout": what batches draw
   from); ``batch_prefix``, ``first_batch``, ``batches``, ``asr_per_batch``,
@@ -42,7 +43,8 @@ What lands in the bucket (the contract layout of DESIGN.md)::
 
 Audio is uploaded first and each manifest last. Row ids are unique across the corpus
 (``<batch_id>-a0001`` ASR, ``<batch_id>-s0001`` speaker, ``eval-asr-golden-0001``, ...).
-Batches never repeat a sentence of the spec's ASR evaluation sets.
+The golden sets depend on ``partition_seed`` and the eval sizes, not on ``seed``, and
+batches never repeat a sentence of them.
 
 Transcripts (``text``) are normalised: lower-case ``a``-``z``, apostrophes inside words,
 single spaces (see :mod:`speechloop.data.synth.grammar`). ``hotwords`` lists, in order,

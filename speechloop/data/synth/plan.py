@@ -5,6 +5,10 @@ draws from its own random stream named by the seed and the set, so batch
 ``new-0003`` is the same whether batches 1-4 or only 3-4 are generated. Batches never
 repeat a sentence of the evaluation sets of the same spec (the evaluation plan is always
 made, even when the evaluation sets are not written).
+
+The evaluation sets are drawn from ``partition_seed`` (not ``seed``): every spec of one
+partition with the same evaluation sizes and variation ranges has the very same golden
+sets, so batches generated later with any ``seed`` still avoid their sentences.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ def plan_eval_sets(spec: CorpusSpec) -> list[PlannedSet]:
         ("golden", held_v, held_n, spec.asr_eval_golden, 1),
         ("seen", seen_v, seen_n, spec.asr_eval_seen, 0),
     ):
-        rng = rng_for(spec.seed, "eval", "asr", name)
+        rng = rng_for(spec.partition_seed, "eval", "asr", name)
         rows = [
             _row(
                 spec,
@@ -111,7 +115,7 @@ def plan_eval_sets(spec: CorpusSpec) -> list[PlannedSet]:
         if rows:
             out.append(PlannedSet(f"asr/eval/{name}", "asr", tuple(rows), is_eval=True))
     for name, voices, names in (("golden", held_v, held_n), ("seen", seen_v, seen_n)):
-        rng = rng_for(spec.seed, "eval", "spk", name)
+        rng = rng_for(spec.partition_seed, "eval", "spk", name)
         rows = []
         for i, (voice, _) in enumerate(
             itertools.product(voices, range(spec.spk_eval_utts)), start=1
@@ -130,7 +134,7 @@ def plan_eval_sets(spec: CorpusSpec) -> list[PlannedSet]:
                 )
             )
         if rows:
-            trials = make_trials(rows, rng_for(spec.seed, "trials", name))
+            trials = make_trials(rows, rng_for(spec.partition_seed, "trials", name))
             out.append(PlannedSet(f"spk/eval/{name}", "spk", tuple(rows), trials, is_eval=True))
     return out
 

@@ -7,7 +7,8 @@ on which worker renders it or when (the corpus is byte-identical for a seed).
 - Synthesis: libespeak-ng through a forking helper (:mod:`~speechloop.data.synth.espeak`;
   the ``espeak-ng --stdout`` command where it cannot run), 22.05 kHz, or
   ``flite -o /dev/stdout`` (8 or 16 kHz), speaking rate and pitch set on the engine,
-  then resampled with soxr to 16 kHz mono and trimmed to 0.15 s of silence at either end.
+  then resampled with soxr to 16 kHz mono, with silence at either end cut or padded to
+  0.15 s.
 - Variation: level normalised and changed by a small gain; additive noise at a given
   SNR: white, pink (1/f power) or babble (a mix of other synthetic speech).
 - Encoding: WAV (16-bit PCM), FLAC or MP3 (libsndfile).
@@ -163,14 +164,17 @@ def _read_wav(raw: bytes, *, what: str) -> tuple[np.ndarray, int]:
 
 
 def _trim(samples: np.ndarray) -> np.ndarray:
-    """Cut leading and trailing silence down to a fixed margin."""
+    """Cut (or pad with zeros) leading and trailing silence to a fixed margin."""
     if samples.size == 0:
         raise AudioError("synthesiser produced no samples")
     loud = np.flatnonzero(np.abs(samples) > _TRIM_THRESHOLD * float(np.abs(samples).max()))
     if loud.size == 0:
         return samples
     margin = int(_TRIM_MARGIN_S * SAMPLE_RATE)
-    return samples[max(0, loud[0] - margin) : loud[-1] + margin]
+    speech = samples[max(0, loud[0] - margin) : loud[-1] + margin]
+    before = margin - min(margin, int(loud[0]))
+    after = margin - min(margin, samples.size - 1 - int(loud[-1]))
+    return np.pad(speech, (before, after)) if before or after else speech
 
 
 def vary(

@@ -1,16 +1,19 @@
 """What a generation run makes: :class:`CorpusSpec`, its presets, and the pools it uses.
 
-The spec is a frozen pydantic model; change a preset with ``model_copy(update=...)``::
+The spec is a frozen pydantic model; change a preset with :meth:`CorpusSpec.updated`
+(validated; pydantic's ``model_copy(update=...)`` does not validate)::
 
-    spec = CorpusSpec.preset("bootstrap").model_copy(update={"seed": 3, "batches": 4})
+    spec = CorpusSpec.preset("bootstrap").updated({"seed": 3, "batches": 4})
 
 Two seeds: ``partition_seed`` fixes which voices and names are "seen" and which are
-"held-out" (keep it the same across bootstrap, fine-tuning and evaluation); ``seed``
-fixes everything else (sentences, voices per utterance, rate, pitch, noise, formats).
+"held-out", and the golden evaluation sets (keep it the same across bootstrap,
+fine-tuning and evaluation); ``seed`` fixes the batches (sentences, voices per
+utterance, rate, pitch, noise, formats).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Literal, Self
@@ -36,8 +39,8 @@ class CorpusSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    seed: int = Field(default=0, description="sentences, voices, variation, formats")
-    partition_seed: int = Field(default=0, description="which voices/names are held out")
+    seed: int = Field(default=0, description="batches: sentences, voices, variation, formats")
+    partition_seed: int = Field(default=0, description="held-out voices/names; eval sets")
     n_voices_seen: int = Field(default=8, ge=1, le=250)
     n_voices_heldout: int = Field(default=4, ge=1, le=130)
     voices_seen: tuple[str, ...] | None = Field(default=None, description="explicit ids")
@@ -85,6 +88,10 @@ class CorpusSpec(BaseModel):
         if {v.id for v in seen} & {v.id for v in held}:
             raise ValueError("voices_seen and voices_heldout overlap")
         return self
+
+    def updated(self, changes: Mapping[str, object]) -> CorpusSpec:
+        """A copy with ``changes`` applied, validated like a new spec."""
+        return type(self).model_validate({**self.model_dump(), **changes})
 
     @classmethod
     def preset(cls, name: PresetName) -> CorpusSpec:
