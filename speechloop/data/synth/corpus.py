@@ -75,9 +75,10 @@ def generate_corpus(
     jobs = [row.job for planned in todo for row in planned.rows]
     warm_up(jobs)
     audio_s = 0.0
+    # workers are forked before the progress bar starts its refresh thread
     with (
-        _progress_bar(len(jobs), enabled=progress) as advance,
         _rendered(jobs, spec.workers) as results,
+        _progress_bar(len(jobs), enabled=progress) as advance,
     ):
         for planned in todo:
             for row in planned.rows:

@@ -27,6 +27,7 @@ from speechloop.data.synth.voices import Voice
 from speechloop.data.types import Trial
 
 Kind = Literal["asr", "spk"]
+Split = Literal["train", "eval"]
 #: The evaluation sets every spec with ``with_eval`` writes, by store prefix.
 EVAL_SETS: tuple[str, ...] = (
     "asr/eval/golden",
@@ -47,7 +48,7 @@ class PlannedRow:
     text: str
     hotwords: tuple[str, ...]
     speaker: str
-    split: Literal["train", "eval"]
+    split: Split
     job: RenderJob
 
     def manifest_row(self, kind: Kind) -> dict[str, object]:
@@ -97,42 +98,20 @@ def plan_eval_sets(spec: CorpusSpec) -> list[PlannedSet]:
         ("golden", held_v, held_n, spec.asr_eval_golden, 1),
         ("seen", seen_v, seen_n, spec.asr_eval_seen, 0),
     ):
+        source = _Source(spec, voices, names, spec.hotword_rate, min_names, mixed_formats=False)
         rng = rng_for(spec.partition_seed, "eval", "asr", name)
-        rows = [
-            _row(
-                spec,
-                rng,
-                f"eval-asr-{name}-{i:04d}",
-                voices,
-                names,
-                spec.hotword_rate,
-                min_names,
-                split="eval",
-                mixed_formats=False,
-            )
-            for i in range(1, size + 1)
-        ]
+        rows = [source.row(rng, f"eval-asr-{name}-{i:04d}", "eval") for i in range(1, size + 1)]
         if rows:
             out.append(PlannedSet(f"asr/eval/{name}", "asr", tuple(rows), is_eval=True))
     for name, voices, names in (("golden", held_v, held_n), ("seen", seen_v, seen_n)):
         rng = rng_for(spec.partition_seed, "eval", "spk", name)
-        rows = []
-        for i, (voice, _) in enumerate(
-            itertools.product(voices, range(spec.spk_eval_utts)), start=1
-        ):
-            rows.append(
-                _row(
-                    spec,
-                    rng,
-                    f"eval-spk-{name}-{i:04d}",
-                    (voice,),
-                    names,
-                    _SPK_NAME_RATE,
-                    0,
-                    split="eval",
-                    mixed_formats=False,
-                )
+        per_voice = itertools.product(voices, range(spec.spk_eval_utts))
+        rows = [
+            _Source(spec, (voice,), names, _SPK_NAME_RATE, 0, mixed_formats=False).row(
+                rng, f"eval-spk-{name}-{i:04d}", "eval"
             )
+            for i, (voice, _) in enumerate(per_voice, start=1)
+        ]
         if rows:
             trials = make_trials(rows, rng_for(spec.partition_seed, "trials", name))
             out.append(PlannedSet(f"spk/eval/{name}", "spk", tuple(rows), trials, is_eval=True))
@@ -143,24 +122,12 @@ def _plan_asr_batch(spec: CorpusSpec, batch_id: str, avoid: frozenset[str]) -> P
     """An ASR batch from the spec's pool, none of whose sentences is in ``avoid``."""
     voices, names = _pool(spec)
     voices = voices[: spec.asr_voices] if spec.asr_voices else voices
+    source = _Source(spec, voices, names, spec.hotword_rate, 0, mixed_formats=True, avoid=avoid)
     rng = rng_for(spec.seed, "batch", batch_id, "asr")
     rows = []
     for i in range(1, spec.asr_per_batch + 1):
-        split: Literal["train", "eval"] = "eval" if rng.random() < spec.valid_fraction else "train"
-        rows.append(
-            _row(
-                spec,
-                rng,
-                f"{batch_id}-a{i:04d}",
-                voices,
-                names,
-                spec.hotword_rate,
-                0,
-                split=split,
-                mixed_formats=True,
-                avoid=avoid,
-            )
-        )
+        split: Split = "eval" if rng.random() < spec.valid_fraction else "train"
+        rows.append(source.row(rng, f"{batch_id}-a{i:04d}", split))
     return PlannedSet(f"asr/batches/{batch_id}", "asr", tuple(rows))
 
 
@@ -173,20 +140,9 @@ def _plan_spk_batch(spec: CorpusSpec, batch_id: str) -> PlannedSet:
         order.extend(int(k) for k in rng.permutation(len(voices)))
     rows = []
     for i, k in enumerate(order[: spec.spk_per_batch], start=1):
-        split: Literal["train", "eval"] = "eval" if rng.random() < spec.valid_fraction else "train"
-        rows.append(
-            _row(
-                spec,
-                rng,
-                f"{batch_id}-s{i:04d}",
-                (voices[k],),
-                names,
-                _SPK_NAME_RATE,
-                0,
-                split=split,
-                mixed_formats=True,
-            )
-        )
+        split: Split = "eval" if rng.random() < spec.valid_fraction else "train"
+        source = _Source(spec, (voices[k],), names, _SPK_NAME_RATE, 0, mixed_formats=True)
+        rows.append(source.row(rng, f"{batch_id}-s{i:04d}", split))
     return PlannedSet(f"spk/batches/{batch_id}", "spk", tuple(rows))
 
 
@@ -197,36 +153,36 @@ def _pool(spec: CorpusSpec) -> tuple[tuple[Voice, ...], tuple[str, ...]]:
     return (seen_v, seen_n) if spec.pool == "seen" else (held_v, held_n)
 
 
-def _row(
-    spec: CorpusSpec,
-    rng: np.random.Generator,
-    row_id: str,
-    voices: tuple[Voice, ...],
-    names: tuple[str, ...],
-    name_rate: float,
-    min_names: int,
-    *,
-    split: Literal["train", "eval"],
-    mixed_formats: bool,
-    avoid: frozenset[str] = frozenset(),
-) -> PlannedRow:
-    """Draw one utterance: voice, sentence (with 0-2 names), variation and format."""
-    voice = voices[int(rng.integers(len(voices)))]
-    sentence = _sentence(spec, rng, names, name_rate, min_names)
-    for _ in range(_MAX_REDRAWS):
-        if sentence.text not in avoid:
-            break
-        sentence = _sentence(spec, rng, names, name_rate, min_names)
-    job = _job(spec, rng, voice, sentence, mixed_formats=mixed_formats)
-    return PlannedRow(
-        id=row_id,
-        audio=f"audio/{row_id}.{job.fmt}",
-        text=sentence.text,
-        hotwords=sentence.hotwords,
-        speaker=voice.id,
-        split=split,
-        job=job,
-    )
+@dataclass(frozen=True)
+class _Source:
+    """What the rows of one set are drawn from: voices, names and how names are used."""
+
+    spec: CorpusSpec
+    voices: tuple[Voice, ...]
+    names: tuple[str, ...]
+    name_rate: float
+    min_names: int
+    mixed_formats: bool
+    avoid: frozenset[str] = frozenset()
+
+    def row(self, rng: np.random.Generator, row_id: str, split: Split) -> PlannedRow:
+        """Draw one utterance: voice, sentence (0-2 names, not in ``avoid``), variation."""
+        voice = self.voices[int(rng.integers(len(self.voices)))]
+        sentence = _sentence(self.spec, rng, self.names, self.name_rate, self.min_names)
+        for _ in range(_MAX_REDRAWS):
+            if sentence.text not in self.avoid:
+                break
+            sentence = _sentence(self.spec, rng, self.names, self.name_rate, self.min_names)
+        job = _job(self.spec, rng, voice, sentence, mixed_formats=self.mixed_formats)
+        return PlannedRow(
+            id=row_id,
+            audio=f"audio/{row_id}.{job.fmt}",
+            text=sentence.text,
+            hotwords=sentence.hotwords,
+            speaker=voice.id,
+            split=split,
+            job=job,
+        )
 
 
 def _sentence(
