@@ -100,3 +100,33 @@ def load_seed() -> SpkModel:
             f"no seed speaker model at {SEED_DIR}: run `speechloop bootstrap spk` to train it"
         )
     return load_model_dir(SEED_DIR)
+
+
+def resolve_model_dir(
+    model_dir: Path | None, version: str | None, *, kind: str = "spk"
+) -> tuple[Path, str]:
+    """The model directory to use: ``model_dir``, else registry ``version`` (or alias
+    ``production``/``previous``), else the production alias, else the shipped seed.
+
+    Registry versions are fetched (checksums verified) into ``<work_dir>/models/spk/``.
+    """
+    from speechloop.config import get_settings
+    from speechloop.errors import SpeechloopError
+    from speechloop.registry import ModelRegistry
+    from speechloop.storage import open_store
+
+    if model_dir is not None:
+        return Path(model_dir), "local"
+    settings = get_settings()
+    registry = ModelRegistry(open_store(settings), settings.models_bucket)
+    if version is None:
+        try:
+            alias = registry.get_alias(kind, "production")
+        except SpeechloopError:
+            alias = None
+        if alias is None:
+            return SEED_DIR, "seed"
+        version = alias.version
+    version = registry.resolve(kind, version)
+    dest = Path(settings.work_dir) / "models" / kind / version
+    return registry.fetch(kind, version, dest), version

@@ -73,7 +73,7 @@ class SpkModelConfig:
 PUBLISHED_CONFIG = SpkModelConfig()
 """The published ERes2NetV2 (3D-Speaker, ModelScope zh-cn common)."""
 
-SEED_CONFIG = SpkModelConfig(m_channels=16, num_blocks=(1, 1, 1, 1), embedding_size=128)
+SEED_CONFIG = SpkModelConfig(m_channels=8, num_blocks=(1, 1, 1, 1), embedding_size=128)
 """The tiny seed model trained from scratch on the synthetic corpus (same class)."""
 
 
