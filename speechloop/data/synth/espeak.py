@@ -85,18 +85,35 @@ class EspeakHelper:
 
 
 _HELPERS: dict[int, EspeakHelper | None] = {}
+_START_LOCK = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    """A forked child gets a fresh lock (the parent's may have been held at the fork)."""
+    global _START_LOCK
+    _START_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def helper() -> EspeakHelper | None:
     """This process's helper (started on first use; a forked child starts its own)."""
     pid = os.getpid()
-    if pid not in _HELPERS:
-        try:
-            started = EspeakHelper() if hasattr(os, "fork") else None
-        except (OSError, AudioError):
-            started = None
-        if started is not None:
-            # runs at exit of this process, also in multiprocessing workers (unlike atexit)
-            Finalize(started, started.close, exitpriority=10)
-        _HELPERS[pid] = started
-    return _HELPERS[pid]
+    with _START_LOCK:
+        if pid not in _HELPERS:
+            _HELPERS[pid] = _start()
+        return _HELPERS[pid]
+
+
+def _start() -> EspeakHelper | None:
+    """Start a helper for this process; None where it cannot run."""
+    try:
+        started = EspeakHelper() if hasattr(os, "fork") else None
+    except (OSError, AudioError):
+        return None
+    if started is not None:
+        # runs at exit of this process, also in multiprocessing workers (unlike atexit)
+        Finalize(started, started.close, exitpriority=10)
+    return started
