@@ -105,6 +105,8 @@ def test_spec_rejects_bad_settings() -> None:
         CorpusSpec(voices_seen=("espeak_xx_m1",))
     with pytest.raises(ValidationError, match="overlap"):
         CorpusSpec(voices_seen=("flite_slt",), voices_heldout=("flite_slt", "flite_kal"))
+    with pytest.raises(ValidationError, match="spk_eval_utts"):
+        CorpusSpec(spk_eval_utts=1)
     with pytest.raises(ValidationError, match="n_voices_seen"):
         CorpusSpec.preset("tiny").updated({"n_voices_seen": 0})
     with pytest.raises(ValueError, match="unknown preset"):

@@ -82,6 +82,8 @@ class CorpusSpec(BaseModel):
             raise ValueError(f"rate_range must be positive, got {self.rate_range}")
         if self.flac_fraction + self.mp3_fraction > 1:
             raise ValueError("flac_fraction + mp3_fraction must not exceed 1")
+        if self.spk_eval_utts == 1:
+            raise ValueError("spk_eval_utts must be 0 or at least 2 (target trials need pairs)")
         if self.noise_prob > 0 and not self.noise_kinds:
             raise ValueError("noise_prob > 0 needs at least one noise kind")
         seen, held = voice_pools(self)
