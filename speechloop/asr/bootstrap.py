@@ -37,8 +37,8 @@ SEED_ASR_STAGE = StageConfig(
     "asr", epochs=10, lr=1.5e-3, warmup_steps=150, batch_size=8, patience=4
 )
 SEED_HOTWORD_STAGE = StageConfig(
-    "hotword", epochs=40, lr=2e-3, warmup_steps=50, patience=8,
-    list_size=16, easy_epochs=3, p_include=0.8, no_bias_weight=0.5,
+    "hotword", epochs=14, lr=3e-3, warmup_steps=30, batch_size=32, patience=6,
+    list_size=4, easy_epochs=3, p_include=0.8, no_bias_weight=0.5,
 )  # fmt: skip
 
 

@@ -93,16 +93,30 @@ def hotword_embeddings(model: Any, hotwords: Sequence[Sequence[int]]) -> torch.T
     return model._hotword_representation(pad.to(device), lengths)
 
 
-def hotword_logits(model: Any, states: AsrStates, bias_embed: torch.Tensor) -> torch.Tensor:
-    """Hotword-head logits (B, L, V) of ASR states attending over ``bias_embed`` (N, d).
+def hotword_logits(
+    model: Any,
+    states: AsrStates,
+    bias_embed: torch.Tensor,
+    bias_lengths: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Hotword-head logits (B, L, V) of ASR states attending over the hotword embeddings.
 
-    ``bias_embed`` is shared by the batch, as in funasr (one list per request/batch).
+    ``bias_embed``: (N, d), one list shared by the batch (funasr's inference and
+    training), or (B, N, d) with ``bias_lengths`` (B,), one list per utterance (the
+    seaco decoder masks each utterance's list by its length).
     """
     import torch
 
     batch = states.hidden.shape[0]
-    context = bias_embed.unsqueeze(0).expand(batch, -1, -1)
-    ctx_len = torch.full((batch,), bias_embed.shape[0], dtype=torch.int32, device=context.device)
+    if bias_embed.dim() == 2:
+        context = bias_embed.unsqueeze(0).expand(batch, -1, -1)
+        ctx_len = torch.full((batch,), bias_embed.shape[0], dtype=torch.int32)
+    else:
+        context = bias_embed
+        ctx_len = (
+            bias_lengths if bias_lengths is not None else torch.full((batch,), bias_embed.shape[1])
+        )
+    ctx_len = ctx_len.to(dtype=torch.int32, device=context.device)
     cif_att, _ = model.seaco_decoder(context, ctx_len, states.acoustic, states.lengths)
     dec_att, _ = model.seaco_decoder(context, ctx_len, states.hidden, states.lengths)
     return model.hotword_output_layer(cif_att + dec_att)
@@ -116,11 +130,25 @@ def find_span(seq: Sequence[int], sub: Sequence[int]) -> list[int]:
 
 @dataclass
 class BiasBatch:
-    """A batch's hotword list (ids, last entry ``[sos]``) and per-position head labels."""
+    """A batch's hotword lists and per-position head labels.
+
+    ``hotwords``: the distinct hotwords (last entry ``[sos]``). Shared list: every
+    utterance sees all of them (``index`` is None). Per-utterance lists: ``index`` (B, N)
+    picks each utterance's entries from ``hotwords`` (-1 = padding), ``lengths`` (B,).
+    """
 
     hotwords: list[list[int]]
     labels: torch.Tensor  # (B, T) hotword token, NO_BIAS, or -1 (padding)
     n_hot: int  # positions labelled with a hotword token
+    index: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+
+    def context(self, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(N, d) shared or (B, N, d) per-utterance embeddings, and the lengths."""
+        if self.index is None:
+            return embeddings, None
+        gathered = embeddings[self.index.clamp(min=0).to(embeddings.device)]
+        return gathered, self.lengths
 
 
 def build_bias_batch(
@@ -162,6 +190,50 @@ def build_bias_batch(
                 labels[i, start : start + len(hw)] = torch.tensor(hw)
                 n_hot += len(hw)
     return BiasBatch([*listed, [sos]], labels, n_hot)
+
+
+def build_utterance_lists(
+    texts: Sequence[Sequence[int]],
+    candidates: Sequence[Sequence[Sequence[int]]],
+    distractors: Sequence[Sequence[int]],
+    *,
+    no_bias: int,
+    sos: int,
+    rng: random.Random,
+    p_include: float = 0.8,
+    n_distractors: int = 1,
+) -> BiasBatch:
+    """One short list per utterance: its true hotwords (each with ``p_include``), a few
+    distractors, ``[sos]``. The curriculum's easy setting: the head learns to copy from
+    the list before it must pick among many entries."""
+    import torch
+
+    uniq: dict[tuple[int, ...], int] = {}
+
+    def slot(hw: Sequence[int]) -> int:
+        return uniq.setdefault(tuple(hw), len(uniq))
+
+    rows: list[list[int]] = []
+    width = max(1, max(len(t) for t in texts))
+    labels = torch.full((len(texts), width), -1, dtype=torch.long)
+    n_hot = 0
+    for i, (seq, cands) in enumerate(zip(texts, candidates, strict=True)):
+        labels[i, : len(seq)] = no_bias
+        listed = [list(hw) for hw in cands if rng.random() < p_include]
+        pool = [list(d) for d in distractors if list(d) not in cands]
+        listed += rng.sample(pool, min(n_distractors, len(pool)))
+        rng.shuffle(listed)
+        for hw in listed:
+            for start in find_span(seq, hw):
+                labels[i, start : start + len(hw)] = torch.tensor(hw)
+                n_hot += len(hw)
+        rows.append([slot(hw) for hw in listed] + [slot([sos])])
+    n = max(len(r) for r in rows)
+    index = torch.full((len(rows), n), -1, dtype=torch.long)
+    for i, r in enumerate(rows):
+        index[i, : len(r)] = torch.tensor(r)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.int32)
+    return BiasBatch([list(k) for k in uniq], labels, n_hot, index, lengths)
 
 
 def seaco_loss(

@@ -27,8 +27,9 @@ class StageConfig:
     grad_clip: float = 5.0
     patience: int = 3  # epochs without validation improvement before stopping
     # hotword stage only
-    list_size: int = 16  # hotwords per batch list (true ones + distractors), plus [sos]
-    easy_epochs: int = 0  # curriculum: first epochs use lists of 2
+    list_size: int = 4  # distractors per utterance list (or entries of a shared batch list)
+    shared_lists: bool = False  # one list per batch (SeACo paper) instead of per utterance
+    easy_epochs: int = 0  # curriculum: first epochs use one distractor per list
     p_include: float = 0.8  # chance a true hotword is in the list (else: a negative)
     no_bias_weight: float = 1.0  # weight of the NO_BIAS class in the head's loss
     span_rate: float = 0.5  # rows without manifest hotwords: chance of a sampled span

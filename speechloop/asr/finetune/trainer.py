@@ -123,6 +123,7 @@ class StageTrainer:
         from speechloop.asr.objectives import (
             AsrStates,
             build_bias_batch,
+            build_utterance_lists,
             hotword_embeddings,
             hotword_logits,
             seaco_loss,
@@ -136,14 +137,21 @@ class StageTrainer:
             torch.tensor([it.acoustic.shape[0] for it in items], dtype=torch.int32).to(self.device),
         )
         cands = [it.candidates(rng, cfg.span_rate) for it in items]
-        size = 2 if epoch < cfg.easy_epochs else cfg.list_size
-        bb = build_bias_batch(
-            [it.ids for it in items], cands, self.distractors,
-            no_bias=self.tok.no_bias_id, sos=self.tok.sos_id, rng=rng,
-            p_include=cfg.p_include, list_size=size,
-        )  # fmt: skip
+        texts = [it.ids for it in items]
+        nb, sos, p_in = self.tok.no_bias_id, self.tok.sos_id, cfg.p_include
+        if cfg.shared_lists and epoch > cfg.easy_epochs:  # the SeACo paper's batch lists
+            bb = build_bias_batch(
+                texts, cands, self.distractors, no_bias=nb, sos=sos, rng=rng, p_include=p_in,
+                list_size=cfg.list_size,
+            )  # fmt: skip
+        else:  # one list per utterance; curriculum: a single distractor at first
+            bb = build_utterance_lists(
+                texts, cands, self.distractors, no_bias=nb, sos=sos, rng=rng, p_include=p_in,
+                n_distractors=1 if epoch <= cfg.easy_epochs else cfg.list_size,
+            )  # fmt: skip
         with self._autocast():
-            logits = hotword_logits(self.model, states, hotword_embeddings(self.model, bb.hotwords))
+            context, lengths = bb.context(hotword_embeddings(self.model, bb.hotwords))
+            logits = hotword_logits(self.model, states, context, lengths)
         return seaco_loss(
             logits, bb.labels, no_bias=self.tok.no_bias_id, no_bias_weight=cfg.no_bias_weight
         )
