@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from speechloop.asr.bootstrap import BootstrapConfig, train_seed  # noqa: E402
-from speechloop.data.types import AsrRow  # noqa: E402
+from speechloop.asr.bootstrap import BootstrapConfig, train_seed
+from speechloop.data.types import AsrRow
 
 NAMES = ["brakovan", "zelmira", "tovashi"]
 TEMPLATES = ["please call {} tonight", "send the report to {}", "{} left the key at the office",
