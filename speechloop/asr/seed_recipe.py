@@ -55,6 +55,7 @@ def make_seed(
     preset: str = "bootstrap",
     quick: bool = False,
     seed: int = 0,
+    threads: int = 2,
     argv: list[str] | None = None,
 ) -> dict[str, Any]:
     """Make the seed model; returns the figures written to ``metrics.json``."""
@@ -65,7 +66,7 @@ def make_seed(
     started = time.perf_counter()
     work_dir = Path(get_settings().work_dir) / "bootstrap-asr" / f"{preset}-{seed}"
     rows, golden = corpus_rows(preset, work_dir, seed, SEED_CORPUS_UPDATE)
-    cfg = BootstrapConfig(seed=seed)
+    cfg = BootstrapConfig(seed=seed, num_threads=threads)
     cfg = cfg.quick() if quick else cfg
     result = train_seed(rows, work_dir / ("train-quick" if quick else "train"), cfg)
     report = evaluate_rows(Transcriber(result.loaded), golden)

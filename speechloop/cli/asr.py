@@ -211,12 +211,15 @@ def bootstrap(
     quick: Annotated[bool, typer.Option("--quick", help="a short run (CI)")] = False,
     preset: Annotated[str, typer.Option(help="corpus preset")] = "bootstrap",
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    threads: Annotated[int, typer.Option(help="CPU threads")] = 2,
 ) -> None:
     """Train the seed ASR model from the synthetic corpus (see docs/asr.md)."""
     from speechloop.asr.seed_recipe import make_seed
 
     try:
-        summary = make_seed(out, preset=preset, quick=quick, seed=seed, argv=sys.argv)
+        summary = make_seed(
+            out, preset=preset, quick=quick, seed=seed, threads=threads, argv=sys.argv
+        )
     except SpeechloopError as exc:
         raise _fail(exc) from exc
     typer.echo(json.dumps(summary, indent=2))
