@@ -69,9 +69,12 @@ def prepare_corpus(spec: CorpusSpec, work_dir: Path, settings: Settings) -> SpkC
         rows.extend(r for r in outcome.rows if isinstance(r, SpkRow))
     if not rows:
         raise InvalidInput(f"corpus {report.spk_batches} produced no speaker rows")
+    from speechloop.speaker.finetune.pipeline import split_rows
+
+    train, valid = split_rows(rows)
     return SpkCorpus(
-        train=[r for r in rows if r.split == "train"],
-        valid=[r for r in rows if r.split == "eval"],
+        train=train,
+        valid=valid,
         golden=load_spk_eval_set(store, BUCKET, "golden", work_dir, settings),
         seen=load_spk_eval_set(store, BUCKET, "seen", work_dir, settings),
     )

@@ -35,11 +35,14 @@ def spk_rows(tmp_path_factory: pytest.TempPathFactory) -> list[SpkRow]:
 
 def test_lr_warmup_then_cosine_and_margin_warmup() -> None:
     """lr rises linearly over the warm-up, peaks, then follows a cosine to the floor."""
-    kw = {"peak": 1.0, "epochs": 10, "warmup": 2.0, "min_ratio": 0.1}
-    assert lr_at(1.0, **kw) == pytest.approx(0.5)
-    assert lr_at(2.0, **kw) == pytest.approx(1.0)
-    assert lr_at(6.0, **kw) == pytest.approx(0.55)
-    assert lr_at(10.0, **kw) == pytest.approx(0.1)
+
+    def lr(progress: float) -> float:
+        return lr_at(progress, peak=1.0, epochs=10, warmup=2.0, min_ratio=0.1)
+
+    assert lr(1.0) == pytest.approx(0.5)
+    assert lr(2.0) == pytest.approx(1.0)
+    assert lr(6.0) == pytest.approx(0.55)
+    assert lr(10.0) == pytest.approx(0.1)
     assert margin_at(0.5, final=0.2, warmup=2.0) == pytest.approx(0.05)
     assert margin_at(5.0, final=0.2, warmup=2.0) == pytest.approx(0.2)
 

@@ -44,17 +44,18 @@ def batch_rows(
 def split_rows(
     rows: Sequence[SpkRow], valid_fraction: float = 0.1
 ) -> tuple[list[SpkRow], list[SpkRow]]:
-    """Train and validation rows: the manifest's ``split``, else every 10th per speaker."""
+    """Train and validation rows: the manifest's ``split``, else the last ~10% (at least
+    2) of each speaker's utterances (target and non-target validation trials)."""
     train = [r for r in rows if r.split == "train"]
     valid = [r for r in rows if r.split == "eval"]
     if len({r.speaker for r in valid}) >= 2:
         return train, valid
     train, valid = [], []
-    step = max(round(1 / valid_fraction), 2)
     for speaker in sorted({r.speaker for r in rows}):
         own = sorted((r for r in rows if r.speaker == speaker), key=lambda r: r.id)
-        for i, row in enumerate(own):
-            (valid if i % step == step - 1 else train).append(row)
+        n_valid = max(2, round(len(own) * valid_fraction)) if len(own) >= 4 else 0
+        train.extend(own[: len(own) - n_valid])
+        valid.extend(own[len(own) - n_valid :])
     return train, valid
 
 

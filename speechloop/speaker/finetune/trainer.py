@@ -121,6 +121,10 @@ class Trainer:
         if len(self.speakers) < 2:
             raise InvalidInput(f"training needs at least 2 speakers, got {self.speakers}")
         self.utts: list[Utterance] = load_utterances(train_rows, self.speakers)
+        if not any(t.target for t in valid.trials) or all(t.target for t in valid.trials):
+            raise InvalidInput(
+                f"validation needs target and non-target trials ({len(valid.rows)} rows given)"
+            )
         self.valid = valid
         self.sampler = CropSampler(
             self.utts,
