@@ -146,20 +146,24 @@ class OnnxSeacoAsr:
         quantized: bool = False,
         threads: int | None = None,
         max_batch: int = 8,
+        spin: bool = False,
     ) -> None:
         """Load ``directory`` (ONNX files + ``onnx_meta.json``; ``tokens.json`` and
         ``am.mvn`` there unless a tokenizer / CMVN file is given). ``quantized`` picks
-        the int8 graphs, ``threads`` onnxruntime's intra-op threads (None: its default)."""
+        the int8 graphs, ``threads`` onnxruntime's intra-op threads (None: its default).
+        ``spin`` lets idle worker threads busy-wait: lower latency on a dedicated machine,
+        but on shared cores it steals time from the threads doing work (off by default)."""
         self.directory = Path(directory)
         self.meta = OnnxMeta.load(self.directory)
         suffix = QUANT_SUFFIX if quantized else ""
+        self._spin = spin
         self._model = self._session(MODEL_FILE.replace(".onnx", suffix + ".onnx"), threads)
         self._embed = self._session(EMBED_FILE.replace(".onnx", suffix + ".onnx"), threads)
         self.tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer()
         cmvn = Path(cmvn_file) if cmvn_file is not None else self.directory / CMVN_FILE
-        self.frontend = Frontend(cmvn=load_am_mvn(cmvn) if cmvn.is_file() else None)
-        if self.frontend.cmvn is None and cmvn_file is not None:
-            raise NotFound(f"CMVN file {cmvn} not found")
+        # an explicit CMVN file must exist (load_am_mvn raises NotFound); am.mvn is optional
+        use = cmvn_file is not None or cmvn.is_file()
+        self.frontend = Frontend(cmvn=load_am_mvn(cmvn) if use else None)
         self.max_batch = max(1, max_batch)
 
     def _session(self, name: str, threads: int | None) -> Any:
@@ -169,19 +173,24 @@ class OnnxSeacoAsr:
         if not path.is_file():
             raise ModelUnavailable(f"ONNX file {path} missing (export with onnx_export)")
         opts = ort.SessionOptions()
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self._spin else "0")
         if threads is not None:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def _load_tokenizer(self) -> TokenizerLike:
-        from speechloop.asr.tokenizer import Tokenizer
+        """The tokenizer of ``tokens.json``: ours, or decode-only for a foreign vocabulary
+        (the pretrained model's), as :func:`speechloop.asr.model.load_from_dir` does."""
+        from speechloop.asr.tokenizer import SPECIALS, ForeignTokenizer, Tokenizer
 
         path = self.directory / TOKENS_FILE
         if not path.is_file():
             raise NotFound(f"{path} missing: give a tokenizer or put tokens.json there")
         tokens = json.loads(path.read_text(encoding="utf-8"))
-        return Tokenizer(tokens)
+        if tokens[: len(SPECIALS)] == list(SPECIALS):
+            return Tokenizer(tokens)
+        return ForeignTokenizer(tokens)
 
     # hotwords -------------------------------------------------------------
 

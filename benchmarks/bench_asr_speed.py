@@ -1,0 +1,407 @@
+"""Speed of the ONNX SeACo path vs funasr's ``AutoModel.generate`` on the full-size model.
+
+The full-size SeACo-Paraformer architecture (the pretrained model's config: SANM encoder
+50 blocks x 512, 4 heads, FFN 2048; decoder 16 blocks; SeACo decoder 6 blocks, FFN 1024,
+kernel 21; CifPredictorV3; vocabulary 8404, NO_BIAS 8377) with random weights (speed does
+not depend on the values) is built once into ``.speechloop/bench_asr/full`` (config.yaml,
+tokens.json, model.pt, am.mvn, ONNX files; never committed), so that
+``AutoModel(model=<dir>, disable_update=True)`` loads it like a ModelScope snapshot.
+
+Clips: the four real WAV recordings of ``../shared/realaudio``, each twice (8 clips,
+49.1 s of audio), decoded one at a time (batch 1) or 8 per call (batch 8), 2 threads for
+torch and onnxruntime alike. The machine is shared with other jobs, whose load swings
+within minutes, so every case is timed in ONE process: after a warm-up, ROUNDS rounds each
+run every case once in a rotated order, and the median round is reported (ratios are the
+median of per-round ratios). Peak memory is measured apart: each engine alone in its own
+process (load + one batch of 8). The load average before and after is recorded.
+
+Run: ``.venv/bin/python -m benchmarks.bench_asr_speed`` (about 8 minutes, plus about
+4 minutes for the export the first time). Writes ``benchmarks/results/asr_speed.json`` and
+``docs/results-asr-speed.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+AUDIO = ROOT.parent / "shared" / "realaudio"
+CLIPS = ["zh_asr_example.wav", "sample_6s.wav", "zh_long_8s.wav", "zh_mid_5s.wav"]
+MODEL_DIR = ROOT / ".speechloop" / "bench_asr" / "full"
+RESULTS = ROOT / "benchmarks" / "results" / "asr_speed.json"
+TABLE = ROOT / "docs" / "results-asr-speed.md"
+THREADS = 2
+ROUNDS = 3  # every case is timed once per round, in a rotated order
+HOTWORDS = ["丁七万", "三上", "且丕世", "丘丙业", "丛东"]
+# case -> (engine, batch size, hotwords)
+CASES: dict[str, tuple[str, int, bool]] = {
+    "funasr_b1": ("funasr", 1, False),
+    "funasr_b8": ("funasr", 8, False),
+    "onnx_b1": ("onnx", 1, False),
+    "onnx_b8": ("onnx", 8, False),
+    "onnx_int8_b1": ("onnx_int8", 1, False),
+    "onnx_int8_b8": ("onnx_int8", 8, False),
+    "onnx_b8_hotwords": ("onnx", 8, True),
+}
+
+
+def full_config() -> dict[str, Any]:
+    """The pretrained SeACo-Paraformer's architecture (funasr config.yaml layout)."""
+    dec = {
+        "attention_heads": 4,
+        "dropout_rate": 0.1,
+        "positional_dropout_rate": 0.1,
+        "self_attention_dropout_rate": 0.1,
+        "src_attention_dropout_rate": 0.1,
+        "sanm_shfit": 0,
+    }
+    return {
+        "model": "SeacoParaformer",
+        "model_conf": {
+            "ctc_weight": 0.0,
+            "lsm_weight": 0.1,
+            "length_normalized_loss": True,
+            "predictor_weight": 1.0,
+            "predictor_bias": 1,
+            "sampling_ratio": 0.75,
+            "inner_dim": 512,
+            "bias_encoder_type": "lstm",
+            "bias_encoder_bid": False,
+            "seaco_lsm_weight": 0.1,
+            "seaco_length_normalized_loss": True,
+            "train_decoder": True,
+            "NO_BIAS": 8377,
+        },
+        "encoder": "SANMEncoder",
+        "encoder_conf": {
+            "output_size": 512,
+            "attention_heads": 4,
+            "linear_units": 2048,
+            "num_blocks": 50,
+            "dropout_rate": 0.1,
+            "positional_dropout_rate": 0.1,
+            "attention_dropout_rate": 0.1,
+            "input_layer": "pe",
+            "pos_enc_class": "SinusoidalPositionEncoder",
+            "normalize_before": True,
+            "kernel_size": 11,
+            "sanm_shfit": 0,
+            "selfattention_layer_type": "sanm",
+        },
+        "decoder": "ParaformerSANMDecoder",
+        "decoder_conf": {
+            **dec,
+            "linear_units": 2048,
+            "num_blocks": 16,
+            "att_layer_num": 16,
+            "kernel_size": 11,
+        },
+        "seaco_decoder": "ParaformerSANMDecoder",
+        "seaco_decoder_conf": {
+            **dec,
+            "linear_units": 1024,
+            "num_blocks": 6,
+            "att_layer_num": 6,
+            "kernel_size": 21,
+            "use_output_layer": False,
+            "wo_input_layer": True,
+        },
+        "predictor": "CifPredictorV3",
+        "predictor_conf": {
+            "idim": 512,
+            "threshold": 1.0,
+            "l_order": 1,
+            "r_order": 1,
+            "tail_threshold": 0.45,
+            "smooth_factor2": 0.25,
+            "noise_threshold2": 0.01,
+            "upsample_times": 3,
+            "use_cif1_cnn": False,
+            "upsample_type": "cnn_blstm",
+        },
+        "frontend": "WavFrontend",
+        "frontend_conf": {
+            "fs": 16000,
+            "window": "hamming",
+            "n_mels": 80,
+            "frame_length": 25,
+            "frame_shift": 10,
+            "lfr_m": 7,
+            "lfr_n": 6,
+            "dither": 0.0,
+        },
+        "input_size": 560,
+        "vocab_size": 8404,
+        "tokenizer": "CharTokenizer",
+        "tokenizer_conf": {"unk_symbol": "<unk>"},
+    }
+
+
+def dummy_tokens() -> list[str]:
+    """8404 tokens: funasr's specials first, then one CJK character per id, <unk> last."""
+    body = [chr(0x4E00 + i) for i in range(8404 - 4)]
+    return ["<blank>", "<s>", "</s>", *body, "<unk>"]
+
+
+def waves() -> list[Any]:
+    """The 8 benchmark clips as float32 arrays (each WAV twice)."""
+    import soundfile as sf
+
+    clips = [sf.read(AUDIO / name, dtype="float32")[0] for name in CLIPS]
+    return clips + clips
+
+
+def build_model_dir() -> float:
+    """Build the random full-size model directory and its ONNX export; returns seconds."""
+    import torch
+    import yaml
+
+    from speechloop.asr.features import compute_cmvn, write_am_mvn
+    from speechloop.asr.model import build_seaco
+    from speechloop.asr.onnx_export import export_onnx
+
+    start = time.perf_counter()
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(0)
+    MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    model = build_seaco(full_config()).eval()
+    params = sum(p.numel() for p in model.parameters())
+    print(f"full model: {params / 1e6:.1f} M parameters", flush=True)
+    (MODEL_DIR / "config.yaml").write_text(yaml.safe_dump(full_config(), sort_keys=False))
+    (MODEL_DIR / "tokens.json").write_text(json.dumps(dummy_tokens(), ensure_ascii=False))
+    torch.save(model.state_dict(), MODEL_DIR / "model.pt")
+    write_am_mvn(compute_cmvn(waves()[:4]), MODEL_DIR / "am.mvn")
+    export_onnx(model, MODEL_DIR, quantize=True)
+    (MODEL_DIR / "READY").write_text(json.dumps({"parameters": params}))
+    return time.perf_counter() - start
+
+
+class _CharTokens:
+    """Decode-only tokenizer over the dummy vocabulary (satisfies onnx_infer.TokenizerLike)."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index.get(ch, len(self.tokens) - 1) for ch in text if not ch.isspace()]
+
+    def decode(self, ids: Any) -> str:
+        return "".join(self.tokens[i] for i in ids)
+
+    def pieces(self, ids: Any) -> list[str]:
+        return [self.tokens[i] for i in ids]
+
+
+def _engine(engine: str) -> Any:
+    """A loaded engine: ``run(items, batch, hotwords) -> texts``."""
+    if engine == "funasr":
+        import torch
+        from funasr import AutoModel
+
+        torch.set_num_threads(THREADS)
+        model = AutoModel(
+            model=str(MODEL_DIR), disable_update=True, disable_pbar=True, device="cpu"
+        )
+
+        def run_funasr(items: list[Any], batch: int, hotwords: bool) -> list[str]:
+            if batch == 1:
+                out = [model.generate(input=c, batch_size=1, disable_pbar=True)[0] for c in items]
+            else:
+                out = model.generate(input=items, batch_size=batch, disable_pbar=True)
+            return [r["text"].replace(" ", "") for r in out]
+
+        return run_funasr
+    from speechloop.asr.onnx_infer import OnnxSeacoAsr
+
+    tokens = json.loads((MODEL_DIR / "tokens.json").read_text())
+    asr = OnnxSeacoAsr(
+        MODEL_DIR, tokenizer=_CharTokens(tokens), quantized=engine == "onnx_int8", threads=THREADS
+    )
+
+    def run_onnx(items: list[Any], batch: int, hotwords: bool) -> list[str]:
+        lists = [HOTWORDS if hotwords else [] for _ in items]
+        out = []
+        for i in range(0, len(items), batch):
+            out += asr.transcribe_batch(items[i : i + batch], lists[i : i + batch])
+        return [r.text for r in out]
+
+    return run_onnx
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would carry over the parent's
+    peak across fork + exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_worker(engine: str) -> dict[str, Any]:
+    """Load one engine alone, decode the 8 clips in one batch, report the peak memory."""
+    run = _engine(engine)
+    run(waves(), 8, False)
+    if engine != "funasr" and "torch" in sys.modules:
+        raise RuntimeError("the ONNX path imported torch")
+    return {"engine": engine, "peak_rss_mb": round(peak_rss_mb())}
+
+
+def timing_worker() -> dict[str, Any]:
+    """All engines in one process; every round times each case once, in a rotated order,
+    so that a change of machine load hits all cases alike."""
+    clips = waves()
+    engines = {e: _engine(e) for e in dict.fromkeys(c[0] for c in CASES.values())}
+    texts: dict[str, list[str]] = {}
+    for engine, batch, hot in CASES.values():
+        engines[engine](clips[:2], batch, hot)  # warm-up
+    walls: dict[str, list[float]] = {name: [] for name in CASES}
+    names = list(CASES)
+    for r in range(ROUNDS):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            engine, batch, hot = CASES[name]
+            start = time.perf_counter()
+            texts[name] = engines[engine](clips, batch, hot)
+            walls[name].append(time.perf_counter() - start)
+    return {"walls": walls, "texts": texts, "audio_s": sum(len(c) for c in clips) / 16000}
+
+
+def _agreement(a: list[str], b: list[str]) -> float:
+    """Share of positions where two lists of texts have the same character."""
+    same = total = 0
+    for x, y in zip(a, b, strict=True):
+        total += max(len(x), len(y))
+        same += sum(p == q for p, q in zip(x, y, strict=False))
+    return round(same / total, 4) if total else 1.0
+
+
+def _sub(args: list[str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_asr_speed", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise RuntimeError(f"{args} failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(line[-1][len("RESULT ") :])
+    return result
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def _table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        "# ASR speed: ONNX path vs funasr AutoModel.generate (full-size SeACo-Paraformer)",
+        "",
+        f"Model: full-size SeACo-Paraformer architecture, random weights "
+        f"({meta['parameters_m']} M parameters). Clips: 4 real recordings x 2 = 8 clips, "
+        f"{meta['audio_s']} s of audio. {THREADS} threads for torch and onnxruntime. "
+        f"All cases timed in one process, {ROUNDS} rounds, each round running every case "
+        "once in a rotated order (load changes hit all cases alike); the table gives the "
+        "median round. Peak RSS: each engine alone in its own process, load + one batch of 8.",
+        f"Machine: {meta['cpus']} CPU cores shared with other jobs (other helpers training); "
+        f"load average before {meta['load_before']}, after {meta['load_after']}. "
+        "Figures on an idle machine will be lower and may be in other ratios.",
+        "",
+        "| case | engine | batch | hotwords | RTF | audio s / s | peak RSS (MB) | walls (s) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['engine']} | {r['batch']} | {r['hotwords']} | {r['rtf']:.4f} | "
+            f"{r['audio_s_per_s']:.2f} | {r['peak_rss_mb']} | {r['walls']} |"
+        )
+    lines += ["", "Ratios (median over rounds of the per-round ratio):", ""]
+    lines += [f"- {k}: {v}" for k, v in meta["ratios"].items()]
+    lines += ["", "Character agreement of the outputs:", ""]
+    lines += [f"- {k}: {v}" for k, v in meta["character_agreement"].items()]
+    lines += ["", f"Command: `{meta['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """Build the model if needed, time all cases, measure memory per engine, write results."""
+    if argv[:1] == ["--timing"]:
+        print("RESULT " + json.dumps(timing_worker(), ensure_ascii=False))
+        return 0
+    if argv[:1] == ["--memory"]:
+        print("RESULT " + json.dumps(memory_worker(argv[1])))
+        return 0
+    load_before = os.getloadavg()
+    build_s = 0.0 if (MODEL_DIR / "READY").is_file() else build_model_dir()
+    timing = _sub(["--timing"])
+    memory = {e: _sub(["--memory", e])["peak_rss_mb"] for e in ("funasr", "onnx", "onnx_int8")}
+    audio_s = timing["audio_s"]
+    walls = timing["walls"]
+    rows = []
+    for name, (engine, batch, hot) in CASES.items():
+        wall = _median(walls[name])
+        rows.append(
+            {
+                "name": name,
+                "engine": engine,
+                "batch": batch,
+                "hotwords": len(HOTWORDS) if hot else 0,
+                "rtf": round(wall / audio_s, 4),
+                "audio_s_per_s": round(audio_s / wall, 2),
+                "peak_rss_mb": memory[engine],
+                "walls": [round(w, 2) for w in walls[name]],
+            }
+        )
+    ratios = {}
+    for label, a, b in [
+        ("onnx_b1 vs funasr_b1 (speed-up)", "onnx_b1", "funasr_b1"),
+        ("onnx_b8 vs funasr_b1 (speed-up)", "onnx_b8", "funasr_b1"),
+        ("onnx_int8_b1 vs funasr_b1 (speed-up)", "onnx_int8_b1", "funasr_b1"),
+        ("onnx_b8 vs funasr_b8 (speed-up)", "onnx_b8", "funasr_b8"),
+        ("onnx batch 8 vs batch 1 (throughput)", "onnx_b8", "onnx_b1"),
+        ("onnx int8 batch 8 vs batch 1 (throughput)", "onnx_int8_b8", "onnx_int8_b1"),
+        ("funasr batch 8 vs batch 1 (throughput)", "funasr_b8", "funasr_b1"),
+    ]:
+        per_round = [y / x for x, y in zip(walls[a], walls[b], strict=True)]
+        ratios[label] = round(_median(per_round), 2)
+    texts = timing["texts"]
+    agree = {
+        "onnx_b1 vs funasr_b1": _agreement(texts["onnx_b1"], texts["funasr_b1"]),
+        "onnx_b8 vs onnx_b1": _agreement(texts["onnx_b8"], texts["onnx_b1"]),
+        "onnx_int8_b1 vs onnx_b1 (int8 change)": _agreement(
+            texts["onnx_int8_b1"], texts["onnx_b1"]
+        ),
+    }
+    meta = {
+        "cpus": os.cpu_count(),
+        "threads": THREADS,
+        "rounds": ROUNDS,
+        "audio_s": round(audio_s, 2),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "build_s": round(build_s, 1),
+        "parameters_m": round(json.loads((MODEL_DIR / "READY").read_text())["parameters"] / 1e6, 1),
+        "ratios": ratios,
+        "character_agreement": agree,
+        "command": ".venv/bin/python -m benchmarks.bench_asr_speed",
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, ensure_ascii=False))
+    TABLE.write_text(_table(rows, meta))
+    print(_table(rows, meta))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
