@@ -303,6 +303,34 @@ def _median(xs: list[float]) -> float:
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
+NOTES = [
+    "## Reading the figures",
+    "",
+    "- Same output: the ONNX path gives funasr's text on every clip (character agreement "
+    "1.0 at batch 1), so the comparison is like for like. The ONNX path runs the hotword "
+    "head even without hotwords (funasr skips it): about 6% of the graph's time.",
+    "- Where the time goes (onnxruntime profile, one 5.55 s clip): the 50-block encoder "
+    "about 60%, the 16-block decoder about 14%, the timestamp BLSTM about 7%, the CIF loops "
+    "about 7%, the SeACo decoder about 6%; MatMul is two thirds of all node time. The work "
+    "is compute-bound GEMM on 2 cores, which bounds what any runtime can gain over torch.",
+    "- Batching does not pay on 2 CPU cores: a batch is padded to its longest clip (8 clips "
+    "of 5-8 s: about 23% padded frames), and a GEMM over about 100 frames already runs near "
+    "full speed, so a larger batch saves only per-call overhead. Batching is for GPUs; the "
+    "service should batch on GPU and keep CPU batches small and length-bucketed.",
+    "- Thread spinning: onnxruntime's worker threads busy-wait by default; on shared cores "
+    "that cost about 20% in one A/B here, so OnnxSeacoAsr turns spinning off (``spin=True`` for a "
+    "dedicated machine).",
+    "- int8 (dynamic, MatMul weights, output layers and LSTMs kept float) is the largest "
+    "speed lever on CPU. Its accuracy cost on a trained model "
+    "(benchmarks/bench_asr_onnx_parity.py, seed model, 30-utterance golden set, 22 Nov): "
+    "23 of 30 utterances identical to torch, 98.5% of tokens, CER 64.25% -> 64.52%; the "
+    "float ONNX graphs gave torch's tokens on all 30, with and without hotwords.",
+    "- The goals set in issue 4 (ONNX >= 3x funasr, batch 8 >= 1.5x batch 1) are NOT met "
+    "on this shared 2-core machine; the figures above are what it measured.",
+    "",
+]
+
+
 def _table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         "# ASR speed: ONNX path vs funasr AutoModel.generate (full-size SeACo-Paraformer)",
@@ -329,7 +357,7 @@ def _table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in meta["ratios"].items()]
     lines += ["", "Character agreement of the outputs:", ""]
     lines += [f"- {k}: {v}" for k, v in meta["character_agreement"].items()]
-    lines += ["", f"Command: `{meta['command']}`", ""]
+    lines += ["", f"Command: `{meta['command']}`", "", *NOTES]
     return "\n".join(lines)
 
 
