@@ -44,11 +44,11 @@ def _embedder(
 ) -> tuple[SpeakerEmbedder, float | None]:
     """The embedder for the chosen model and its calibrated threshold."""
     from speechloop.speaker.embed import EmbedConfig, make_embedder
-    from speechloop.speaker.loading import load_model_dir, resolve_model_dir
+    from speechloop.speaker.loading import resolve_model_dir
 
     directory, _ = resolve_model_dir(model_dir, version)
     embedder = make_embedder(directory, onnx=onnx, config=EmbedConfig(min_duration_s=min_duration))
-    return embedder, load_model_dir(directory).threshold
+    return embedder, embedder.threshold
 
 
 @app.command()

@@ -123,10 +123,18 @@ def chunk_bounds(num_frames: int, max_frames: int) -> list[tuple[int, int]]:
 class SpeakerEmbedder:
     """Audio -> speaker embedding with a backend, tagged with the model version."""
 
-    def __init__(self, backend: Backend, *, version: str, config: EmbedConfig | None = None):
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        version: str,
+        config: EmbedConfig | None = None,
+        threshold: float | None = None,
+    ):
         self.backend = backend
         self.version = version
         self.config = config or EmbedConfig()
+        self.threshold = threshold  # calibrated decision threshold of the model, if any
 
     def chunks(self, samples: F32, name: str) -> list[F32]:
         """The feature chunks of one utterance (AudioError when too short)."""
@@ -211,8 +219,9 @@ def make_embedder(
     directory = Path(model_dir) if model_dir is not None else SEED_DIR
     model = load_model_dir(directory)
     if not onnx:
-        return SpeakerEmbedder(TorchBackend(model, device), version=model.version, config=config)
-    from speechloop.speaker.onnx_export import ensure_onnx
+        backend: Backend = TorchBackend(model, device)
+    else:
+        from speechloop.speaker.onnx_export import ensure_onnx
 
-    path = ensure_onnx(model, directory)
-    return SpeakerEmbedder(OnnxBackend(path), version=model.version, config=config)
+        backend = OnnxBackend(ensure_onnx(model, directory))
+    return SpeakerEmbedder(backend, version=model.version, config=config, threshold=model.threshold)

@@ -73,3 +73,29 @@ def test_verify_mp3_and_too_short_audio(env: Path, realaudio: Path, tmp_path: Pa
     assert mp3["score"] > 0.9
     result = CliRunner().invoke(app, ["spk", "verify", str(short), str(short)])
     assert result.exit_code == 2 and "short.wav" in result.output
+
+
+def test_eval_enroll_identify_commands_on_a_store(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`spk eval` scores a golden set of the store (and draws a DET PNG); `spk enroll`
+    stores voiceprints and `spk identify` ranks the enrolled speakers for a probe."""
+    from tests.unit.spk_support import tiny_spk_corpus
+
+    corpus = tiny_spk_corpus(env / "corpus", per_batch=8)
+    monkeypatch.setenv("SPEECHLOOP_STORE", f"file://{env / 'corpus' / 'store'}")
+    get_settings.cache_clear()
+    det = env / "det.png"
+    result = _run(["spk", "eval", "--set", "golden", "--det", str(det)])
+    assert 0.0 <= result["eer"] <= 1.0 and result["n_target"] > 0
+    assert det.read_bytes()[:4] == b"\x89PNG"
+    by_speaker: dict[str, list[Path]] = {}
+    for row in sorted(corpus.golden.rows, key=lambda r: r.id):
+        by_speaker.setdefault(row.speaker, []).append(row.audio)
+    speakers = sorted(by_speaker)[:2]
+    for name in speakers:
+        enrolled = _run(["spk", "enroll", name.replace("+", "_"), *map(str, by_speaker[name][:2])])
+        assert enrolled["n_utterances"] == 2
+    probe = by_speaker[speakers[0]][2]
+    ident = _run(["spk", "identify", str(probe), "--top-k", "2", "--threshold", "-1"])
+    assert len(ident["candidates"]) == 2 and ident["speaker"] is not None
