@@ -47,7 +47,7 @@ def has_letters(text: str) -> bool:
     return any(unicodedata.category(c).startswith("L") for c in text)
 
 
-def _spaceless(char: str) -> bool:
+def is_spaceless(char: str) -> bool:
     code = ord(char)
     return any(lo <= code <= hi for lo, hi in _NO_SPACE_RANGES)
 
@@ -60,6 +60,6 @@ def contains_phrase(text: str, phrase: str) -> bool:
     """
     if not phrase:
         return False
-    head = "" if _spaceless(phrase[0]) else r"(?<![\w'])"
-    tail = "" if _spaceless(phrase[-1]) else r"(?![\w'])"
+    head = "" if is_spaceless(phrase[0]) else r"(?<![\w'])"
+    tail = "" if is_spaceless(phrase[-1]) else r"(?![\w'])"
     return re.search(head + re.escape(phrase) + tail, text) is not None

@@ -22,22 +22,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from speechloop.errors import InvalidInput
-from speechloop.text import normalize_text
+from speechloop.text import is_spaceless, normalize_text
 
 MATCH, SUB, DEL, INS = "=", "S", "D", "I"
-_NO_SPACE_RANGES = (
-    (0x3040, 0x30FF),  # Hiragana, Katakana
-    (0x3400, 0x4DBF),  # CJK extension A
-    (0x4E00, 0x9FFF),  # CJK unified ideographs
-    (0xF900, 0xFAFF),  # CJK compatibility ideographs
-    (0xAC00, 0xD7AF),  # Hangul syllables
-    (0x0E00, 0x0E7F),  # Thai
-)
-
-
-def _spaceless(char: str) -> bool:
-    code = ord(char)
-    return any(lo <= code <= hi for lo, hi in _NO_SPACE_RANGES)
 
 
 def char_units(text: str) -> str:
@@ -45,7 +32,7 @@ def char_units(text: str) -> str:
     norm = normalize_text(text)
     out = []
     for i, ch in enumerate(norm):
-        if ch == " " and (_spaceless(norm[i - 1]) or _spaceless(norm[i + 1])):
+        if ch == " " and (is_spaceless(norm[i - 1]) or is_spaceless(norm[i + 1])):
             continue
         out.append(ch)
     return "".join(out)
@@ -120,8 +107,8 @@ def align(ref: Sequence[str], hyp: Sequence[str]) -> Alignment:
 
 def _edge_ok(text: str, start: int, end: int) -> bool:
     """Whether ``text[start:end]`` sits on word boundaries (needed only at spaced edges)."""
-    left = start == 0 or text[start - 1] == " " or _spaceless(text[start])
-    right = end == len(text) or text[end] == " " or _spaceless(text[end - 1])
+    left = start == 0 or text[start - 1] == " " or is_spaceless(text[start])
+    right = end == len(text) or text[end] == " " or is_spaceless(text[end - 1])
     return left and right
 
 

@@ -7,15 +7,13 @@ local I/O errors) print as one line on stderr and exit with status 1, no traceba
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from speechloop.cli.common import cli_errors, console, err_console
 from speechloop.cli.data_generate import generate
 from speechloop.errors import SpeechloopError
 
@@ -27,8 +25,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 app.command("generate")(generate)  # the corpus generator's command (speechloop.data.synth)
-console = Console()
-err_console = Console(stderr=True)
 
 
 class KindChoice(StrEnum):
@@ -45,16 +41,6 @@ def _kinds(kind: KindChoice) -> list[Kind]:
     if kind is KindChoice.spk:
         return ["spk"]
     return ["asr", "spk"]
-
-
-@contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """Turn expected failures into one line on stderr and exit status 1."""
-    try:
-        yield
-    except (SpeechloopError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
 
 
 def _context() -> tuple[Settings, ObjectStore]:

@@ -11,16 +11,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from speechloop.errors import SpeechloopError
+from speechloop.cli.common import cli_errors, console
 
 if TYPE_CHECKING:
     from speechloop.data.synth import CorpusReport
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 class PresetChoice(StrEnum):
@@ -58,7 +54,7 @@ def generate(
     ] = False,
 ) -> None:
     """Generate synthetic ASR and speaker batches (and golden eval sets) into the store."""
-    try:
+    with cli_errors(ValueError):
         from speechloop.config import get_settings
         from speechloop.data.synth import CorpusSpec, generate_corpus
         from speechloop.storage import open_store
@@ -78,9 +74,6 @@ def generate(
         report = generate_corpus(
             store, bucket or settings.data_bucket, spec, progress=True, overwrite=overwrite
         )
-    except (SpeechloopError, OSError, ValueError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
     console.print(summary_table(report))
 
 

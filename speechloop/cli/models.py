@@ -7,24 +7,20 @@ and exit with status 1, no traceback.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from speechloop.errors import NotFound, SpeechloopError
+from speechloop.cli.common import cli_errors, console
+from speechloop.errors import NotFound
 
 if TYPE_CHECKING:
     from speechloop.registry import ModelRegistry, VersionInfo
 
 app = typer.Typer(no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
 
 
 class Kind(StrEnum):
@@ -32,16 +28,6 @@ class Kind(StrEnum):
 
     asr = "asr"
     spk = "spk"
-
-
-@contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """Turn expected failures into one line on stderr and exit status 1."""
-    try:
-        yield
-    except (SpeechloopError, OSError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
 
 
 def _registry() -> ModelRegistry:
