@@ -27,6 +27,7 @@ import copy
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +90,21 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rows-per-batch", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path(".speechloop/work/bench-asr-finetune"))
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     rows, old, new = new_data(args.work, args.seed, args.rows_per_batch)
     seed_model = load_from_dir(SEED_DIR, version="seed")
     results: dict[str, Any] = {"seed": evaluate(seed_model, old, new)}
     arms = {
-        "naive": FinetuneConfig.naive(args.epochs, args.lr, args.seed),
-        "two_stage": FinetuneConfig.two_stage(args.epochs, args.lr, args.seed),
+        "naive": replace(
+            FinetuneConfig.naive(args.epochs, args.lr, args.seed), num_threads=args.threads
+        ),
+        "two_stage": replace(
+            FinetuneConfig.two_stage(args.epochs, args.lr, args.seed), num_threads=args.threads
+        ),
     }
     timings = {}
     for name, cfg in arms.items():
@@ -116,8 +122,9 @@ def main() -> None:
         "epochs": args.epochs, "lr": args.lr, "stage2_lr": args.lr * 10, "seed": args.seed,
         "results": results, "train_seconds": timings,
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": {"cpus": torch.get_num_threads(), "platform": platform.platform()},
-        "command": f"python -m benchmarks.bench_asr_finetune --epochs {args.epochs} --lr {args.lr}",
+        "machine": {"threads": args.threads, "platform": platform.platform()},
+        "command": f"python -m benchmarks.bench_asr_finetune --epochs {args.epochs} --lr {args.lr} "
+        f"--threads {args.threads}",
     }  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

@@ -34,10 +34,10 @@ SEED_DIR = Path(__file__).resolve().parent.parent / "seeds" / "asr"
 
 
 SEED_ASR_STAGE = StageConfig(
-    "asr", epochs=10, lr=1.5e-3, warmup_steps=150, batch_size=8, patience=4
+    "asr", epochs=16, lr=1.5e-3, warmup_steps=150, batch_size=8, patience=4
 )
 SEED_HOTWORD_STAGE = StageConfig(
-    "hotword", epochs=14, lr=3e-3, warmup_steps=30, batch_size=32, patience=6,
+    "hotword", epochs=30, lr=3e-3, warmup_steps=30, batch_size=32, patience=8,
     list_size=4, easy_epochs=3, p_include=0.8, no_bias_weight=0.5,
 )  # fmt: skip
 

@@ -127,9 +127,10 @@ def _stamps(tokens: list[str], alphas: torch.Tensor, peaks: torch.Tensor) -> lis
 
 
 def found_hotwords(text: str, hotwords: HotwordList) -> list[str]:
-    """Listed hotwords that occur as whole words in ``text``."""
-    padded = f" {text} "
-    return [h for h in hotwords.phrases if f" {h} " in padded]
+    """Listed hotwords that occur as whole words in ``text`` (as the ONNX runner decides)."""
+    from speechloop.text import contains_phrase
+
+    return [h for h in hotwords.phrases if contains_phrase(text, h)]
 
 
 class Transcriber:

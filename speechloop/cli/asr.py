@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from speechloop.errors import SpeechloopError
+from speechloop.errors import InvalidInput, SpeechloopError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -85,10 +85,10 @@ def _torch_transcribe(
 
     tr = Transcriber(load_from_dir(directory))
     parsed = parse_hotwords(hotwords, tr.loaded.tokenizer) if hotwords else None
-    if parsed is not None and (parsed.oov or parsed.duplicates):
-        typer.echo(
-            f"hotwords not usable: oov={parsed.oov} duplicates={parsed.duplicates}", err=True
-        )
+    if parsed is not None and parsed.oov:
+        raise InvalidInput(f"hotwords the model cannot spell: {parsed.oov}")
+    if parsed is not None and parsed.duplicates:
+        typer.echo(f"duplicate hotwords ignored: {parsed.duplicates}", err=True)
     out = []
     for t in tr.transcribe_files(files, list(parsed.phrases) if parsed else None):
         out.append({

@@ -1,0 +1,53 @@
+"""``speechloop asr transcribe`` on the shipped seed, with per-request hotwords."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("torch")
+
+from speechloop.asr.bootstrap import SEED_DIR
+from speechloop.cli.main import app
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    import soundfile as sf
+
+    from speechloop.data.synth.render import synthesize
+
+    wave = synthesize("espeak", "en-us", "m3", "please call brakovan tonight", 1.0, 0.0)
+    path = tmp_path_factory.mktemp("clip") / "clip.wav"
+    sf.write(path, wave, 16000)
+    return path
+
+
+def test_transcribe_json_with_hotwords(clip):
+    """The command prints one JSON line per file: text, timestamps, hotwords found, version."""
+    if not (SEED_DIR / "model.pt").is_file():
+        pytest.skip("no shipped seed (run `speechloop bootstrap asr`)")
+    args = ["asr", "transcribe", str(clip), "--hotword", "Brakovan", "--hotword", "kalo venturi",
+            "--model-dir", str(SEED_DIR), "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output.strip().splitlines()[-1])
+    assert doc["text"] and isinstance(doc["timestamps"], list)
+    assert set(doc["hotwords_found"]) <= {"brakovan", "kalo venturi"}
+    assert doc["model_version"] == "local"
+
+
+def test_unrepresentable_hotword_is_a_clear_error(clip):
+    """A hotword the vocabulary cannot spell exits with status 2 and names it."""
+    if not (SEED_DIR / "model.pt").is_file():
+        pytest.skip("no shipped seed")
+    args = ["asr", "transcribe", str(clip), "--hotword", "Zoë", "--model-dir", str(SEED_DIR)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "Zoë" in result.output
