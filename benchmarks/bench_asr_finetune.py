@@ -55,7 +55,9 @@ def new_data(work: Path, seed: int, rows_per_batch: int) -> tuple[list[Any], lis
     if not rows:
         from speechloop.data.dataset import read_local_rows
 
-        for batch in sorted((work / "data" / "asr" / "batches").iterdir()):
+        for batch in sorted(
+            b for b in (work / "data" / "asr" / "batches").iterdir() if (b / "manifest.jsonl").is_file()
+        ):
             rows.extend(read_local_rows(batch, "asr"))
     asr_rows = [r for r in rows if isinstance(r, AsrRow)]
     old = load_asr_eval_set(store, "speech-data", "seen", work / "data", settings)

@@ -43,7 +43,11 @@ def corpus_rows(
     if not rows:  # already ingested by an earlier run: read the local copies
         from speechloop.data.dataset import read_local_rows
 
-        for batch in sorted((work_dir / "data" / "asr" / "batches").iterdir()):
+        for batch in sorted(
+            b
+            for b in (work_dir / "data" / "asr" / "batches").iterdir()
+            if (b / "manifest.jsonl").is_file()
+        ):
             rows.extend(read_local_rows(batch, "asr"))
     golden = load_asr_eval_set(store, bucket, "golden", work_dir / "data", settings)
     return rows, golden
