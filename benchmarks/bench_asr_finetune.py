@@ -56,7 +56,9 @@ def new_data(work: Path, seed: int, rows_per_batch: int) -> tuple[list[Any], lis
         from speechloop.data.dataset import read_local_rows
 
         for batch in sorted(
-            b for b in (work / "data" / "asr" / "batches").iterdir() if (b / "manifest.jsonl").is_file()
+            b
+            for b in (work / "data" / "asr" / "batches").iterdir()
+            if (b / "manifest.jsonl").exists()  # noqa: E501
         ):
             rows.extend(read_local_rows(batch, "asr"))
     asr_rows = [r for r in rows if isinstance(r, AsrRow)]
