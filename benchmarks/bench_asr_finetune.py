@@ -58,7 +58,7 @@ def new_data(work: Path, seed: int, rows_per_batch: int) -> tuple[list[Any], lis
         for batch in sorted(
             b
             for b in (work / "data" / "asr" / "batches").iterdir()
-            if (b / "manifest.jsonl").exists()  # noqa: E501
+            if (b / "manifest.jsonl").exists()
         ):
             rows.extend(read_local_rows(batch, "asr"))
     asr_rows = [r for r in rows if isinstance(r, AsrRow)]

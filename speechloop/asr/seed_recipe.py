@@ -46,7 +46,7 @@ def corpus_rows(
         for batch in sorted(
             b
             for b in (work_dir / "data" / "asr" / "batches").iterdir()
-            if (b / "manifest.jsonl").exists()  # noqa: E501
+            if (b / "manifest.jsonl").exists()
         ):
             rows.extend(read_local_rows(batch, "asr"))
     golden = load_asr_eval_set(store, bucket, "golden", work_dir / "data", settings)
