@@ -50,6 +50,14 @@ def _torch_tokens(model: Any, fe: Any, wave: Any, hw: list[list[int]] | None) ->
     return [int(t) for t in out[0, : tl[0]].argmax(-1) if int(t) not in skip]
 
 
+def _shown(path: Path) -> str:
+    """The path relative to the repository when it lies inside it (results files are shared)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str]) -> int:
     """Export, decode the golden set three ways, write the agreement and scores."""
     import shutil
@@ -77,7 +85,7 @@ def main(argv: list[str]) -> int:
     }
     refs = [r["text"] for r in rows]
     own = [list(r.get("hotwords") or []) for r in rows]
-    report: dict[str, Any] = {"model": str(model_dir), "utterances": len(rows)}
+    report: dict[str, Any] = {"model": _shown(model_dir), "utterances": len(rows)}
     for mode in ("none", "own"):
         ids: dict[str, list[list[int]]] = {"torch": [], "onnx": [], "onnx_int8": []}
         for row, words in zip(rows, own, strict=True):
