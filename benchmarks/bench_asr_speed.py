@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from speechloop.asr.model import pretrained_config
+
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO = ROOT.parent / "shared" / "realaudio"
 CLIPS = ["zh_asr_example.wav", "sample_6s.wav", "zh_long_8s.wav", "zh_mid_5s.wav"]
@@ -54,94 +56,7 @@ CASES: dict[str, tuple[str, int, bool]] = {
 
 def full_config() -> dict[str, Any]:
     """The pretrained SeACo-Paraformer's architecture (funasr config.yaml layout)."""
-    dec = {
-        "attention_heads": 4,
-        "dropout_rate": 0.1,
-        "positional_dropout_rate": 0.1,
-        "self_attention_dropout_rate": 0.1,
-        "src_attention_dropout_rate": 0.1,
-        "sanm_shfit": 0,
-    }
-    return {
-        "model": "SeacoParaformer",
-        "model_conf": {
-            "ctc_weight": 0.0,
-            "lsm_weight": 0.1,
-            "length_normalized_loss": True,
-            "predictor_weight": 1.0,
-            "predictor_bias": 1,
-            "sampling_ratio": 0.75,
-            "inner_dim": 512,
-            "bias_encoder_type": "lstm",
-            "bias_encoder_bid": False,
-            "seaco_lsm_weight": 0.1,
-            "seaco_length_normalized_loss": True,
-            "train_decoder": True,
-            "NO_BIAS": 8377,
-        },
-        "encoder": "SANMEncoder",
-        "encoder_conf": {
-            "output_size": 512,
-            "attention_heads": 4,
-            "linear_units": 2048,
-            "num_blocks": 50,
-            "dropout_rate": 0.1,
-            "positional_dropout_rate": 0.1,
-            "attention_dropout_rate": 0.1,
-            "input_layer": "pe",
-            "pos_enc_class": "SinusoidalPositionEncoder",
-            "normalize_before": True,
-            "kernel_size": 11,
-            "sanm_shfit": 0,
-            "selfattention_layer_type": "sanm",
-        },
-        "decoder": "ParaformerSANMDecoder",
-        "decoder_conf": {
-            **dec,
-            "linear_units": 2048,
-            "num_blocks": 16,
-            "att_layer_num": 16,
-            "kernel_size": 11,
-        },
-        "seaco_decoder": "ParaformerSANMDecoder",
-        "seaco_decoder_conf": {
-            **dec,
-            "linear_units": 1024,
-            "num_blocks": 6,
-            "att_layer_num": 6,
-            "kernel_size": 21,
-            "use_output_layer": False,
-            "wo_input_layer": True,
-        },
-        "predictor": "CifPredictorV3",
-        "predictor_conf": {
-            "idim": 512,
-            "threshold": 1.0,
-            "l_order": 1,
-            "r_order": 1,
-            "tail_threshold": 0.45,
-            "smooth_factor2": 0.25,
-            "noise_threshold2": 0.01,
-            "upsample_times": 3,
-            "use_cif1_cnn": False,
-            "upsample_type": "cnn_blstm",
-        },
-        "frontend": "WavFrontend",
-        "frontend_conf": {
-            "fs": 16000,
-            "window": "hamming",
-            "n_mels": 80,
-            "frame_length": 25,
-            "frame_shift": 10,
-            "lfr_m": 7,
-            "lfr_n": 6,
-            "dither": 0.0,
-        },
-        "input_size": 560,
-        "vocab_size": 8404,
-        "tokenizer": "CharTokenizer",
-        "tokenizer_conf": {"unk_symbol": "<unk>"},
-    }
+    return pretrained_config()
 
 
 def dummy_tokens() -> list[str]:

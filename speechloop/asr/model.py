@@ -1,7 +1,8 @@
 """Build and load SeACo-Paraformer models (funasr's ``SeacoParaformer`` class).
 
 One class for every size: the pretrained 220 M-parameter model from ModelScope and the
-small seed model the project trains itself (:data:`SEED_CONFIG`) are both
+small seed model the project trains itself (:func:`seed_config`; the real one:
+:func:`pretrained_config`) are both
 ``funasr.models.seaco_paraformer.model.SeacoParaformer``, built from a funasr-style
 ``config.yaml`` (``model_conf``, ``encoder_conf``, ...). A model directory holds
 ``config.yaml``, ``tokens.json``, ``model.pt`` (a state dict) and ``am.mvn``, which is
@@ -31,22 +32,61 @@ CMVN_FILE = "am.mvn"
 HOTWORD_MODULES = ("bias_encoder", "seaco_decoder", "hotword_output_layer", "lstm_proj")
 
 
+@dataclass(frozen=True)
+class SeacoSize:
+    """The sizes in which SeACo-Paraformer configurations differ (funasr names in brackets)."""
+
+    d: int  # model width [output_size, inner_dim, idim]
+    encoder_blocks: int
+    encoder_units: int  # [encoder_conf.linear_units]
+    decoder_blocks: int
+    decoder_units: int
+    seaco_blocks: int
+    seaco_units: int
+    seaco_att_layers: int | None = None  # [seaco_decoder_conf.att_layer_num], if set
+
+
+# The pretrained model's architecture (ModelScope config.yaml of the model in hub.py).
+PRETRAINED_SIZE = SeacoSize(
+    d=512, encoder_blocks=50, encoder_units=2048, decoder_blocks=16, decoder_units=2048,
+    seaco_blocks=6, seaco_units=1024, seaco_att_layers=6,
+)  # fmt: skip
+
+
 def seed_config(vocab_size: int, no_bias: int, d: int = 128) -> dict[str, Any]:
     """The seed configuration: a few million parameters, same class and layout as the real one.
 
     Differences from the real model: width ``d`` (real: 512), 5 encoder blocks (50),
-    2 decoder blocks (16), 2 SeACo decoder blocks (4), our vocabulary and NO_BIAS id.
+    2 decoder blocks (16), 2 SeACo decoder blocks (6), our vocabulary and NO_BIAS id.
     """
+    size = SeacoSize(
+        d=d, encoder_blocks=5, encoder_units=2 * d, decoder_blocks=2, decoder_units=2 * d,
+        seaco_blocks=2, seaco_units=2 * d,
+    )  # fmt: skip
+    config = seaco_config(size, vocab_size=vocab_size, no_bias=no_bias, train_decoder=False)
+    config["frontend_conf"]["cmvn_file"] = CMVN_FILE
+    config["tokenizer_conf"]["token_list"] = TOKENS_FILE
+    return config
+
+
+def pretrained_config() -> dict[str, Any]:
+    """The pretrained SeACo-Paraformer's architecture (vocabulary 8404, NO_BIAS 8377)."""
+    return seaco_config(PRETRAINED_SIZE, vocab_size=8404, no_bias=8377, train_decoder=True)
+
+
+def seaco_config(
+    size: SeacoSize, *, vocab_size: int, no_bias: int, train_decoder: bool
+) -> dict[str, Any]:
+    """A funasr ``config.yaml`` for ``SeacoParaformer`` of the given sizes."""
     sanm_dec = {
         "attention_heads": 4,
-        "linear_units": 2 * d,
         "dropout_rate": 0.1,
         "positional_dropout_rate": 0.1,
         "self_attention_dropout_rate": 0.1,
         "src_attention_dropout_rate": 0.1,
-        "kernel_size": 11,
         "sanm_shfit": 0,
     }
+    seaco_extra = {} if size.seaco_att_layers is None else {"att_layer_num": size.seaco_att_layers}
     return {
         "model": "SeacoParaformer",
         "model_conf": {
@@ -56,20 +96,20 @@ def seed_config(vocab_size: int, no_bias: int, d: int = 128) -> dict[str, Any]:
             "predictor_weight": 1.0,
             "predictor_bias": 1,
             "sampling_ratio": 0.75,
-            "inner_dim": d,
+            "inner_dim": size.d,
             "bias_encoder_type": "lstm",
             "bias_encoder_bid": False,
             "seaco_lsm_weight": 0.1,
             "seaco_length_normalized_loss": True,
-            "train_decoder": False,
+            "train_decoder": train_decoder,
             "NO_BIAS": no_bias,
         },
         "encoder": "SANMEncoder",
         "encoder_conf": {
-            "output_size": d,
+            "output_size": size.d,
             "attention_heads": 4,
-            "linear_units": 2 * d,
-            "num_blocks": 5,
+            "linear_units": size.encoder_units,
+            "num_blocks": size.encoder_blocks,
             "dropout_rate": 0.1,
             "positional_dropout_rate": 0.1,
             "attention_dropout_rate": 0.1,
@@ -81,18 +121,26 @@ def seed_config(vocab_size: int, no_bias: int, d: int = 128) -> dict[str, Any]:
             "selfattention_layer_type": "sanm",
         },
         "decoder": "ParaformerSANMDecoder",
-        "decoder_conf": {**sanm_dec, "num_blocks": 2, "att_layer_num": 2},
+        "decoder_conf": {
+            **sanm_dec,
+            "linear_units": size.decoder_units,
+            "num_blocks": size.decoder_blocks,
+            "att_layer_num": size.decoder_blocks,
+            "kernel_size": 11,
+        },
         "seaco_decoder": "ParaformerSANMDecoder",
         "seaco_decoder_conf": {
             **sanm_dec,
-            "num_blocks": 2,
+            "linear_units": size.seaco_units,
+            "num_blocks": size.seaco_blocks,
+            **seaco_extra,
             "kernel_size": 21,
             "use_output_layer": False,
             "wo_input_layer": True,
         },
         "predictor": "CifPredictorV3",
         "predictor_conf": {
-            "idim": d,
+            "idim": size.d,
             "threshold": 1.0,
             "l_order": 1,
             "r_order": 1,
@@ -113,12 +161,11 @@ def seed_config(vocab_size: int, no_bias: int, d: int = 128) -> dict[str, Any]:
             "lfr_m": 7,
             "lfr_n": 6,
             "dither": 0.0,
-            "cmvn_file": CMVN_FILE,
         },
         "input_size": 560,
         "vocab_size": vocab_size,
         "tokenizer": "CharTokenizer",
-        "tokenizer_conf": {"unk_symbol": "<unk>", "token_list": TOKENS_FILE},
+        "tokenizer_conf": {"unk_symbol": "<unk>"},
     }
 
 
