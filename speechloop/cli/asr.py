@@ -14,17 +14,13 @@ from typing import Annotated, Any
 
 import typer
 
+from speechloop.cli.common import exit_for
 from speechloop.errors import InvalidInput, SpeechloopError
 
 app = typer.Typer(no_args_is_help=True)
 
 ModelDir = Annotated[Path | None, typer.Option("--model-dir", help="model directory to load")]
 Version = Annotated[str | None, typer.Option("--version", help="registry version to load")]
-
-
-def _fail(exc: SpeechloopError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=2 if exc.http_status < 500 else 1)
 
 
 def resolve_model_dir(model_dir: Path | None, version: str | None) -> tuple[Path, str]:
@@ -66,7 +62,7 @@ def transcribe(
         directory, label = resolve_model_dir(model_dir, version)
         results = (_onnx_transcribe if onnx else _torch_transcribe)(directory, files, hotword)
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
     for path, res in zip(files, results, strict=True):
         res["file"], res["model_version"] = str(path), label
         if as_json:
@@ -162,7 +158,7 @@ def evaluate_cmd(
         )
         report = evaluate_rows(Transcriber(load_from_dir(directory)), rows)
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
     typer.echo(json.dumps(report, indent=2))
 
 
@@ -202,7 +198,7 @@ def finetune(
 
         save_to_dir(tuned.loaded, out)
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
     typer.echo(json.dumps({"out": str(out), "stages": tuned.summary()}, indent=2))
 
 
@@ -221,5 +217,5 @@ def bootstrap(
             out, preset=preset, quick=quick, seed=seed, threads=threads, argv=sys.argv
         )
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
     typer.echo(json.dumps(summary, indent=2))

@@ -27,3 +27,13 @@ def cli_errors(*extra: type[Exception]) -> Iterator[None]:
     except expected as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def exit_for(exc: SpeechloopError) -> typer.Exit:
+    """Print ``exc`` as one ``error:`` line; the exit to raise: 2 for the caller's fault, else 1.
+
+    For commands that tell bad input (a 4xx at the service edge) apart from failures of
+    the system, as scripts calling ``speechloop asr`` and ``speechloop spk`` rely on.
+    """
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=2 if exc.http_status < 500 else 1)

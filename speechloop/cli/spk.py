@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from speechloop.cli.common import exit_for
 from speechloop.errors import InvalidInput, SpeechloopError
 
 if TYPE_CHECKING:
@@ -28,11 +29,6 @@ ModelDir = Annotated[Path | None, typer.Option("--model-dir", help="model direct
 Version = Annotated[str | None, typer.Option("--version", help="registry version or alias to load")]
 Onnx = Annotated[bool, typer.Option("--onnx", help="embed with ONNX Runtime instead of torch")]
 MinDur = Annotated[float, typer.Option("--min-duration", help="shortest audio accepted (s)")]
-
-
-def _fail(exc: SpeechloopError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=2 if exc.http_status < 500 else 1)
 
 
 def _print(data: dict[str, Any]) -> None:
@@ -73,7 +69,7 @@ def embed(
         _print({"model_version": embedder.version, "backend": embedder.backend.name,
                 "embeddings": out})  # fmt: skip
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
 
 
 @app.command()
@@ -99,7 +95,7 @@ def verify(
                 "threshold": chosen, "same_speaker": None if chosen is None else score >= chosen,
                 "model_version": embedder.version, "backend": embedder.backend.name})  # fmt: skip
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
 
 
 @app.command("eval")
@@ -125,7 +121,7 @@ def eval_cmd(
         result = evaluate_embedder(embedder, data, det_png=det)
         _print({"set": eval_set, "model_version": embedder.version, **result.to_json()})
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
 
 
 @app.command("export-onnx")
@@ -143,7 +139,7 @@ def export_onnx_cmd(
         path = export_onnx(load_model_dir(directory), out)
         _print({"onnx": str(path), "bytes": path.stat().st_size})
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
 
 
 def _voiceprints() -> Any:
@@ -172,9 +168,9 @@ def enroll(
         _print({"speaker": vp.speaker, "model_version": vp.model_version,
                 "n_utterances": vp.n_utterances, "enrolment": vp.enrolment})  # fmt: skip
     except OSError as exc:
-        raise _fail(InvalidInput(f"cannot read enrolment audio: {exc}")) from exc
+        raise exit_for(InvalidInput(f"cannot read enrolment audio: {exc}")) from exc
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
 
 
 @app.command()
@@ -200,7 +196,7 @@ def identify(
         result = _voiceprints().identify(embedder, samples, threshold=chosen, top_k=top_k)
         _print(result.to_json())
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
 
 
 @app.command()
@@ -248,7 +244,7 @@ def finetune(
             target_far=target_far, resume=resume,
         )  # fmt: skip
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
     keys = ("version", "base_version", "base_golden", "golden", "eer_relative_change",
             "threshold", "best_epoch", "seconds")  # fmt: skip
     _print({k: metrics[k] for k in keys} | {"model_dir": str(out / "best")})
@@ -280,5 +276,5 @@ def bootstrap(
             command=command.strip(),
         )
     except SpeechloopError as exc:
-        raise _fail(exc) from exc
+        raise exit_for(exc) from exc
     _print({k: metrics[k] for k in ("version", "golden", "seen", "best_epoch", "seconds")})
