@@ -49,7 +49,12 @@ class ModelRegistry:
         lineage: dict[str, Any],
         version: str | None = None,
     ) -> VersionInfo:
-        """Upload ``src_dir`` as a new immutable version (Conflict if it exists)."""
+        """Upload ``src_dir`` as a new immutable version (Conflict if it exists).
+
+        The models bucket is created on the first publication, so a fresh store needs no
+        setup step.
+        """
+        self.store.ensure_bucket(self.bucket)
         return versions.publish(
             self.store,
             self.bucket,

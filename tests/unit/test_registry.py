@@ -265,3 +265,10 @@ def test_racing_promoters_processes(reg: ModelRegistry, tmp_path: Path) -> None:
     assert [proc.exitcode for proc in procs] == [0, 0, 0]
     assert sum(out.get(timeout=5) for _ in procs) == 9
     assert_consistent(reg, "asr", set(versions))
+
+
+def test_first_publication_creates_the_models_bucket(tmp_path: Path) -> None:
+    """Publishing into a store without the models bucket creates it, then lists the version."""
+    reg = ModelRegistry(LocalStore(tmp_path / "fresh"), BUCKET)
+    version = publish(reg, tmp_path, seed=3)
+    assert reg.list_versions("asr") == [version]
