@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from benchmarks.results_io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "asr_finetune.json"
 
@@ -131,7 +132,7 @@ def main() -> None:
         f"--threads {args.threads}",
     }  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_results(RESULTS, doc)
     print(table(doc))
 
 

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.results_io import write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "speechloop" / "seeds" / "asr"
 MANIFEST = ROOT / ".speechloop" / "demo-store" / "speech-data" / "asr" / "eval" / "golden"
@@ -113,7 +115,7 @@ def main(argv: list[str]) -> int:
             print(mode, name, report[f"{mode}/{name}"], flush=True)
     report["date_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     report["command"] = ".venv/bin/python -m benchmarks.bench_asr_onnx_parity"
-    RESULTS.write_text(json.dumps(report, indent=1))
+    write_results(RESULTS, report)
     return 0
 
 

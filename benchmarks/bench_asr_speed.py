@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.results_io import write_results
 from speechloop.asr.model import pretrained_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -340,7 +341,7 @@ def main(argv: list[str]) -> int:
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1, ensure_ascii=False))
+    write_results(RESULTS, {"meta": meta, "rows": rows})
     TABLE.write_text(_table(rows, meta))
     print(_table(rows, meta))
     return 0

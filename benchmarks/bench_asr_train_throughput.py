@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.results_io import write_results
+
 RESULTS = Path(__file__).resolve().parent / "results" / "asr_train_throughput.json"
 
 
@@ -159,7 +161,7 @@ def main() -> None:
         "command": f"python -m benchmarks.bench_asr_train_throughput --rows {args.rows} --threads {args.threads}",  # noqa: E501
     }  # fmt: skip
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_results(RESULTS, doc)
     print(json.dumps(doc, indent=2))
 
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.results_io import write_results
 from speechloop.data.synth import CorpusSpec, generate_corpus
 from speechloop.storage.local import LocalStore
 
@@ -83,10 +84,7 @@ def main() -> None:
         "python": platform.python_version(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = RESULTS.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(figures, indent=2) + "\n")
-    tmp_path.replace(RESULTS)
+    write_results(RESULTS, figures)
     keys = ("utterances", "seconds", "utt_per_s", "cpu_ms_per_utt",
             "cpu_bound_utt_per_s_on_2_cores", "load_avg_before", "meets_goal")  # fmt: skip
     print(json.dumps({k: figures[k] for k in keys}))

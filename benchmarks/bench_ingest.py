@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from benchmarks.results_io import write_results
 from speechloop.config import Settings
 from speechloop.data.ingest import Ingestor
 from speechloop.storage.local import LocalStore
@@ -132,10 +133,7 @@ def main() -> None:
         "python": platform.python_version(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = RESULTS.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(figures, indent=2) + "\n")
-    tmp_path.replace(RESULTS)
+    write_results(RESULTS, figures)
     print(json.dumps({k: figures[k] for k in ("rows", "runs", "rows_per_s", "meets_goal")}))
 
 

@@ -20,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks.results_io import write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".speechloop" / "bench_spk_ft"
 RESULTS = ROOT / "benchmarks" / "results" / "spk_finetune.json"
@@ -58,7 +60,7 @@ def main() -> None:
     metrics["batches"] = batches
     metrics["loadavg"] = os.getloadavg()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(metrics, indent=1) + "\n")
+    write_results(RESULTS, metrics)
     keys = ("base_golden", "golden", "eer_relative_change", "best_epoch", "seconds")
     print(json.dumps({k: metrics[k] for k in keys}, indent=1))
 

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.results_io import write_results
+
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO = ROOT.parent / "shared" / "realaudio"
 CLIPS = ["zh_asr_example.wav", "sample_6s.wav", "zh_long_8s.wav", "zh_mid_5s.wav"]
@@ -160,7 +162,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    write_results(RESULTS, out)
     print(json.dumps({"onnx_speedup": speedup}))
 
 

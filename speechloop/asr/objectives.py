@@ -151,6 +151,22 @@ class BiasBatch:
         return gathered, self.lengths
 
 
+def _label_row(
+    row: torch.Tensor, seq: Sequence[int], listed: Sequence[Sequence[int]], no_bias: int
+) -> int:
+    """Label one transcript in place: NO_BIAS, then each listed hotword's tokens where it
+    occurs. Returns the number of hotword positions labelled."""
+    import torch
+
+    row[: len(seq)] = no_bias
+    n_hot = 0
+    for hw in listed:
+        for start in find_span(seq, hw):
+            row[start : start + len(hw)] = torch.tensor(hw)
+            n_hot += len(hw)
+    return n_hot
+
+
 def build_bias_batch(
     texts: Sequence[Sequence[int]],
     candidates: Sequence[Sequence[Sequence[int]]],
@@ -182,13 +198,7 @@ def build_bias_batch(
     rng.shuffle(listed)
     width = max(1, max(len(t) for t in texts))
     labels = torch.full((len(texts), width), -1, dtype=torch.long)
-    n_hot = 0
-    for i, seq in enumerate(texts):
-        labels[i, : len(seq)] = no_bias
-        for hw in listed:
-            for start in find_span(seq, hw):
-                labels[i, start : start + len(hw)] = torch.tensor(hw)
-                n_hot += len(hw)
+    n_hot = sum(_label_row(labels[i], seq, listed, no_bias) for i, seq in enumerate(texts))
     return BiasBatch([*listed, [sos]], labels, n_hot)
 
 
@@ -218,15 +228,11 @@ def build_utterance_lists(
     labels = torch.full((len(texts), width), -1, dtype=torch.long)
     n_hot = 0
     for i, (seq, cands) in enumerate(zip(texts, candidates, strict=True)):
-        labels[i, : len(seq)] = no_bias
         listed = [list(hw) for hw in cands if rng.random() < p_include]
         pool = [list(d) for d in distractors if list(d) not in cands]
         listed += rng.sample(pool, min(n_distractors, len(pool)))
         rng.shuffle(listed)
-        for hw in listed:
-            for start in find_span(seq, hw):
-                labels[i, start : start + len(hw)] = torch.tensor(hw)
-                n_hot += len(hw)
+        n_hot += _label_row(labels[i], seq, listed, no_bias)
         rows.append([slot(hw) for hw in listed] + [slot([sos])])
     n = max(len(r) for r in rows)
     index = torch.full((len(rows), n), -1, dtype=torch.long)
