@@ -115,7 +115,11 @@ def decode_features(
 
 def _stamps(tokens: list[str], alphas: torch.Tensor, peaks: torch.Tensor) -> list[TokenStamp]:
     """Token start/end times from CIF peaks (funasr's ``ts_prediction_lfr6_standard``)."""
-    from funasr.utils.timestamp_tools import ts_prediction_lfr6_standard
+    from speechloop.asr.funasr_modules import funasr_module
+
+    ts_prediction_lfr6_standard = funasr_module(
+        "funasr.utils.timestamp_tools"
+    ).ts_prediction_lfr6_standard
 
     if not tokens:
         return []

@@ -53,17 +53,22 @@ PRETRAINED_SIZE = SeacoSize(
 )  # fmt: skip
 
 
-def seed_config(vocab_size: int, no_bias: int, d: int = 128) -> dict[str, Any]:
+def seed_config(
+    vocab_size: int, no_bias: int, d: int = 128, ctc_weight: float = 0.0
+) -> dict[str, Any]:
     """The seed configuration: a few million parameters, same class and layout as the real one.
 
     Differences from the real model: width ``d`` (real: 512), 5 encoder blocks (50),
-    2 decoder blocks (16), 2 SeACo decoder blocks (6), our vocabulary and NO_BIAS id.
+    2 decoder blocks (16), 2 SeACo decoder blocks (6), our vocabulary and NO_BIAS id, and
+    optionally a CTC branch on the encoder (``ctc_weight`` > 0; the real model has none):
+    training from scratch, it teaches the encoder alignments sooner.
     """
     size = SeacoSize(
         d=d, encoder_blocks=5, encoder_units=2 * d, decoder_blocks=2, decoder_units=2 * d,
         seaco_blocks=2, seaco_units=2 * d,
     )  # fmt: skip
     config = seaco_config(size, vocab_size=vocab_size, no_bias=no_bias, train_decoder=False)
+    config["model_conf"]["ctc_weight"] = ctc_weight
     config["frontend_conf"]["cmvn_file"] = CMVN_FILE
     config["tokenizer_conf"]["token_list"] = TOKENS_FILE
     return config
@@ -188,7 +193,9 @@ class LoadedModel:
 
 def build_seaco(config: dict[str, Any]) -> Any:
     """A freshly initialised ``SeacoParaformer`` from a funasr-style config dict."""
-    from funasr.models.seaco_paraformer.model import SeacoParaformer
+    from speechloop.asr.funasr_modules import funasr_module
+
+    seaco_class = funasr_module("funasr.models.seaco_paraformer.model").SeacoParaformer
 
     if config.get("model", "SeacoParaformer") != "SeacoParaformer":
         raise InvalidInput(f"config is for {config.get('model')!r}, not SeacoParaformer")
@@ -200,7 +207,7 @@ def build_seaco(config: dict[str, Any]) -> Any:
     kwargs["seaco_decoder_conf"] = copy.deepcopy(config.get("seaco_decoder_conf"))
     kwargs["input_size"] = config.get("input_size", 560)
     kwargs["vocab_size"] = config["vocab_size"]
-    return SeacoParaformer(**kwargs)
+    return seaco_class(**kwargs)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -55,9 +55,10 @@ def asr_loss(
     text_lengths: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """ASR objective of a SeacoParaformer: decoder CE + CIF losses; stats with ``acc``."""
-    from funasr.models.bicif_paraformer.model import BiCifParaformer
+    from speechloop.asr.funasr_modules import funasr_module
 
-    loss, stats, _ = BiCifParaformer.forward(model, speech, speech_lengths, text, text_lengths)
+    bicif = funasr_module("funasr.models.bicif_paraformer.model").BiCifParaformer
+    loss, stats, _ = bicif.forward(model, speech, speech_lengths, text, text_lengths)
     out = {k: float(v) for k, v in stats.items() if v is not None}
     return loss, out
 
@@ -70,8 +71,10 @@ def asr_states(
     text_lengths: torch.Tensor,
 ) -> AsrStates:
     """Teacher-forced acoustic embeddings and decoder states (as ``_calc_seaco_loss``)."""
-    from funasr.models.transformer.utils.add_sos_eos import add_sos_eos
-    from funasr.models.transformer.utils.nets_utils import make_pad_mask
+    from speechloop.asr.funasr_modules import funasr_module
+
+    add_sos_eos = funasr_module("funasr.models.transformer.utils.add_sos_eos").add_sos_eos
+    make_pad_mask = funasr_module("funasr.models.transformer.utils.nets_utils").make_pad_mask
 
     encoder_out, encoder_out_lens = model.encode(speech, speech_lengths)
     _, ys_pad = add_sos_eos(text, model.sos, model.eos, model.ignore_id)

@@ -104,7 +104,9 @@ def meta_of(model: Any) -> OnnxMeta:
 
 def _export_class(table: str, module: Any) -> Any:
     """funasr's ``<Class>Export`` twin of ``module`` (registered in funasr's tables)."""
-    from funasr.register import tables
+    from speechloop.asr.funasr_modules import funasr_module
+
+    tables = funasr_module("funasr.register").tables
 
     name = type(module).__name__ + "Export"
     cls = getattr(tables, table).get(name)
@@ -116,7 +118,10 @@ def _export_class(table: str, module: Any) -> Any:
 def _backbone(model: Any) -> torch.nn.Module:
     """The recogniser + hotword head as one traceable module (on a private copy)."""
     import torch
-    from funasr.utils.torch_function import sequence_mask
+
+    from speechloop.asr.funasr_modules import funasr_module
+
+    sequence_mask = funasr_module("funasr.utils.torch_function").sequence_mask
 
     src = copy.deepcopy(model).eval()
     no_bias = int(src.NO_BIAS)

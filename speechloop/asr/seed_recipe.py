@@ -19,7 +19,7 @@ from speechloop.asr.bootstrap import SEED_DIR, BootstrapConfig, config_dict, tra
 
 #: Corpus for the seed: the bootstrap preset with many distinct names (the hotword head
 #: generalises to unseen names only if it saw many) and clean-ish audio.
-SEED_CORPUS_UPDATE: dict[str, Any] = {"n_names_seen": 240, "hotword_rate": 0.75}
+SEED_CORPUS_UPDATE: dict[str, Any] = {"n_names_seen": 240, "hotword_rate": 0.75, "batches": 30}
 
 
 def corpus_rows(
@@ -68,7 +68,8 @@ def make_seed(
     from speechloop.config import get_settings
 
     started = time.perf_counter()
-    work_dir = Path(get_settings().work_dir) / "bootstrap-asr" / f"{preset}-{seed}"
+    batches = SEED_CORPUS_UPDATE["batches"]
+    work_dir = Path(get_settings().work_dir) / "bootstrap-asr" / f"{preset}-{seed}-{batches}b"
     rows, golden = corpus_rows(preset, work_dir, seed, SEED_CORPUS_UPDATE)
     cfg = BootstrapConfig(seed=seed, num_threads=threads)
     cfg = cfg.quick() if quick else cfg

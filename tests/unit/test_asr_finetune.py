@@ -99,6 +99,27 @@ def test_naive_stage_trains_everything_on_asr_objective(data):
     assert any(n.startswith("encoder.") for n in moved)
 
 
+def test_stage_glancing_applies_during_the_stage_and_is_restored(data):
+    """A stage's ``glancing`` sets Paraformer's sampling ratio while it trains (seen by
+    the objective at every step) and the model's own ratio is back afterwards."""
+    tok, utts = data
+    model = _model(tok)
+    assert model.sampling_ratio == 0.75
+    seen: list[float] = []
+    trainer = StageTrainer(model, tok, StageConfig("asr", epochs=1, lr=1e-3, warmup_steps=1,
+                           batch_size=4, glancing=0.0), progress=False)  # fmt: skip
+    step = trainer._asr_step
+
+    def spy(*args, **kwargs):
+        seen.append(model.sampling_ratio)
+        return step(*args, **kwargs)
+
+    trainer._asr_step = spy  # type: ignore[method-assign]
+    trainer.run(utts[:6], utts[6:])
+    assert seen and set(seen) == {0.0}
+    assert model.sampling_ratio == 0.75
+
+
 def test_resume_after_kill_matches_uninterrupted_run(data, tmp_path: Path):
     """A run killed after epoch 1 and restarted resumes from its checkpoint and ends with
     exactly the weights of an uninterrupted run (per-epoch seeding)."""

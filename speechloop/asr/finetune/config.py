@@ -26,6 +26,11 @@ class StageConfig:
     batch_size: int = 16
     grad_clip: float = 5.0
     patience: int = 3  # epochs without validation improvement before stopping
+    # ASR objective: Paraformer's glancing ratio (share of first-pass errors fed the true
+    # token in the second pass); None keeps the model's ``sampling_ratio`` (0.75 in the
+    # real model). Training from scratch wants 0: glancing lets the decoder lower its
+    # loss by copying the fed tokens instead of learning the acoustics.
+    glancing: float | None = None
     # hotword stage only
     list_size: int = 4  # distractors per utterance list (or entries of a shared batch list)
     shared_lists: bool = False  # one list per batch (SeACo paper) instead of per utterance

@@ -183,6 +183,16 @@ class StageTrainer:
 
     def run(self, train: Sequence[Utterance], valid: Sequence[Utterance]) -> StageResult:
         """Train the stage; resumes from ``work_dir/<stage>/last.pt`` when it exists."""
+        saved = getattr(self.model, "sampling_ratio", None)
+        if self.cfg.glancing is not None and saved is not None:
+            self.model.sampling_ratio = self.cfg.glancing
+        try:
+            return self._run(train, valid)
+        finally:
+            if saved is not None:
+                self.model.sampling_ratio = saved
+
+    def _run(self, train: Sequence[Utterance], valid: Sequence[Utterance]) -> StageResult:
         import torch
 
         names = set_trainable(self.model, self.cfg.kind)
