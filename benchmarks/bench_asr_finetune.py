@@ -5,7 +5,9 @@ New data: the "finetune" corpus preset (held-out voices and held-out names, 4 x 
 generated into a private local store and ingested. Two arms from the same seed, same
 data, same epochs and learning rate:
 
-- naive: every parameter trained on one objective (the ASR objective);
+- naive: every parameter trained on one objective, the sum of the ASR loss and the
+  SeACo head's loss (what summing the losses and training everything does: the head's
+  gradients reach the ASR part);
 - two-stage: stage 1 ASR part on the ASR objective (hotword modules frozen), stage 2
   hotword modules on the SeACo objective (ASR part frozen), hotwords from the manifests
   and sampled from the transcripts.
@@ -97,11 +99,12 @@ def main() -> None:
     ap.add_argument("--rows-per-batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path(".speechloop/work/bench-asr-finetune"))
+    ap.add_argument("--model", type=Path, default=SEED_DIR, help="starting model directory")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     rows, old, new = new_data(args.work, args.seed, args.rows_per_batch)
-    seed_model = load_from_dir(SEED_DIR, version="seed")
+    seed_model = load_from_dir(args.model, version="seed")
     results: dict[str, Any] = {"seed": evaluate(seed_model, old, new)}
     arms = {
         "naive": replace(

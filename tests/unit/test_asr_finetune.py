@@ -86,17 +86,23 @@ def test_stage_freezes_exactly_and_trains_the_rest(data, kind):
     assert trained_still == []
 
 
-def test_naive_stage_trains_everything_on_asr_objective(data):
-    """The naive baseline makes every parameter trainable and trains on the ASR objective
-    (which does not reach the hotword head: only the shared ASR part moves)."""
+def test_naive_stage_trains_everything_on_the_joint_objective(data, tmp_path: Path):
+    """The naive baseline makes every parameter trainable and trains them on ASR loss +
+    SeACo head loss at once: the ASR part and the hotword modules both move (compared
+    on the epoch's checkpoint: the stage may restore the untrained weights as best)."""
     tok, utts = data
     model = _model(tok)
     before = _snapshot(model)
+    seen: list[dict] = []
     cfg = StageConfig("naive", epochs=1, lr=1e-3, warmup_steps=1, batch_size=4)
-    StageTrainer(model, tok, cfg, progress=False).run(utts[:6], utts[6:])
+    StageTrainer(model, tok, cfg, progress=False, on_epoch=seen.append,
+                 work_dir=tmp_path).run(utts[:6], utts[6:])  # fmt: skip
     assert all(p.requires_grad for p in model.parameters())
-    moved = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
+    after = torch.load(tmp_path / "naive" / "last.pt", weights_only=False)["model"]
+    moved = [n for n in before if not torch.equal(before[n], after[n])]
     assert any(n.startswith("encoder.") for n in moved)
+    assert any(is_hotword_param(n) for n in moved)
+    assert {"train_loss_att", "train_loss_seaco"} <= set(seen[-1])
 
 
 def test_stage_glancing_applies_during_the_stage_and_is_restored(data):

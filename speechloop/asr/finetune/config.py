@@ -15,7 +15,8 @@ class StageConfig:
     ``asr``: hotword modules frozen, ASR objective (decoder CE + CIF losses).
     ``hotword``: ASR part frozen (its outputs cached once), SeACo objective on batch
     lists of true hotwords (each listed with ``p_include``) and distractors.
-    ``naive``: every parameter on the ASR objective (the baseline the field warns of).
+    ``naive``: every parameter on one joint objective, ASR loss + SeACo head loss (the
+    baseline the field warns of: the head's gradients reach the ASR part).
     """
 
     kind: Stage
@@ -77,5 +78,5 @@ class FinetuneConfig:
 
     @classmethod
     def naive(cls, epochs: int = 10, lr: float = 5e-5, seed: int = 0) -> FinetuneConfig:
-        """The baseline: all parameters, ASR objective, one stage."""
+        """The baseline: all parameters, joint ASR + SeACo objective, one stage."""
         return cls(stages=(StageConfig("naive", epochs=epochs, lr=lr),), seed=seed)

@@ -4,7 +4,9 @@ Stage ``asr``: the hotword modules (``bias_encoder``, ``seaco_decoder``,
 ``hotword_output_layer``, ``lstm_proj``) are frozen; the ASR part trains on the ASR
 objective. Stage ``hotword``: everything else is frozen; the ASR part runs once in eval
 mode and its outputs are cached, then the hotword modules train on the SeACo objective
-(:mod:`speechloop.asr.objectives`). Stage ``naive``: all parameters, ASR objective.
+(:mod:`speechloop.asr.objectives`). Stage ``naive``: all parameters on one joint objective,
+the ASR loss plus the SeACo head's loss on the same hotword lists as stage 2, computed on
+the live (trainable) ASR part: what summing the losses and training everything does.
 
 Every stage: Adam, linear warm-up then linear decay, gradient clipping, validation each
 epoch (ASR: token accuracy of greedy decoding, 1 - token error; hotword: balanced
@@ -120,8 +122,40 @@ class StageTrainer:
     ) -> tuple[Any, dict[str, float]]:
         import torch
 
+        from speechloop.asr.objectives import AsrStates
+
+        pad = torch.nn.utils.rnn.pad_sequence
+        states = AsrStates(
+            pad([it.acoustic for it in items], batch_first=True).to(self.device),
+            pad([it.hidden for it in items], batch_first=True).to(self.device),
+            torch.tensor([it.acoustic.shape[0] for it in items], dtype=torch.int32).to(self.device),
+        )
+        cands = [it.candidates(rng, self.cfg.span_rate) for it in items]
+        return self._seaco_step(states, [it.ids for it in items], cands, rng, epoch)
+
+    def _naive_step(
+        self, utts: Sequence[Utterance], rng: random.Random, epoch: int
+    ) -> tuple[Any, dict[str, float]]:
+        """ASR loss + SeACo head loss, both through the trainable ASR part."""
+        from speechloop.asr.objectives import asr_states
+
+        loss_asr, stats = self._asr_step(utts, rng)
+        with self._autocast():
+            states = asr_states(self.model, *collate(utts, self.device))
+        cands = [candidates(u, self.tok, rng, self.cfg.span_rate) for u in utts]
+        loss_hw, hw_stats = self._seaco_step(states, [u.ids for u in utts], cands, rng, epoch)
+        return loss_asr + loss_hw, {**stats, **hw_stats}
+
+    def _seaco_step(
+        self,
+        states: Any,
+        texts: list[list[int]],
+        cands: list[list[list[int]]],
+        rng: random.Random,
+        epoch: int,
+    ) -> tuple[Any, dict[str, float]]:
+        """The SeACo head's loss on ASR states, with this stage's hotword lists."""
         from speechloop.asr.objectives import (
-            AsrStates,
             build_bias_batch,
             build_utterance_lists,
             hotword_embeddings,
@@ -130,14 +164,6 @@ class StageTrainer:
         )
 
         cfg = self.cfg
-        pad = torch.nn.utils.rnn.pad_sequence
-        states = AsrStates(
-            pad([it.acoustic for it in items], batch_first=True).to(self.device),
-            pad([it.hidden for it in items], batch_first=True).to(self.device),
-            torch.tensor([it.acoustic.shape[0] for it in items], dtype=torch.int32).to(self.device),
-        )
-        cands = [it.candidates(rng, cfg.span_rate) for it in items]
-        texts = [it.ids for it in items]
         nb, sos, p_in = self.tok.no_bias_id, self.tok.sos_id, cfg.p_include
         if cfg.shared_lists and epoch > cfg.easy_epochs:  # the SeACo paper's batch lists
             bb = build_bias_batch(
@@ -203,10 +229,10 @@ class StageTrainer:
         valid_items: list[Any]
         if self.cfg.kind == "hotword":
             train_items, valid_items = self._cache(train), self._cache(valid)
-            pool = {tuple(h) for u in train for h in u.hotwords}
-            self.distractors = [list(h) for h in sorted(pool)]
         else:
             train_items, valid_items = list(train), list(valid)
+        pool = {tuple(h) for u in train for h in u.hotwords}
+        self.distractors = [list(h) for h in sorted(pool)]
         steps_per_epoch = max(1, -(-len(train_items) // self.cfg.batch_size))
         total = steps_per_epoch * self.cfg.epochs
         opt = torch.optim.Adam(params, lr=self.cfg.lr)
@@ -269,6 +295,8 @@ class StageTrainer:
                 chunk = [items[i] for i in group]
                 if self.cfg.kind == "hotword":
                     loss, stats = self._hotword_step(chunk, rng, epoch)
+                elif self.cfg.kind == "naive":
+                    loss, stats = self._naive_step(chunk, rng, epoch)
                 else:
                     loss, stats = self._asr_step(chunk, rng)
                 opt.zero_grad(set_to_none=True)
@@ -389,13 +417,20 @@ class CachedUtt:
         return int(self.acoustic.shape[0])
 
     def candidates(self, rng: random.Random, span_rate: float) -> list[list[int]]:
-        """Hotwords present in this utterance: the manifest's, else maybe a sampled span."""
-        if self.utt.hotwords:
-            return self.utt.hotwords
-        if rng.random() < span_rate:
-            span = sample_span(self.utt, self.tok, rng)
-            return [span] if span else []
-        return []
+        """Hotwords present in this utterance (see :func:`candidates`)."""
+        return candidates(self.utt, self.tok, rng, span_rate)
+
+
+def candidates(
+    utt: Utterance, tok: Tokenizer, rng: random.Random, span_rate: float
+) -> list[list[int]]:
+    """Hotwords present in ``utt``: the manifest's, else (with ``span_rate``) a sampled span."""
+    if utt.hotwords:
+        return utt.hotwords
+    if rng.random() < span_rate:
+        span = sample_span(utt, tok, rng)
+        return [span] if span else []
+    return []
 
 
 def batches_of(items: Sequence[Any], size: int, rng: random.Random) -> list[list[int]]:
