@@ -158,3 +158,33 @@ def test_pick_device_prefers_cuda_when_available():
     with mock.patch("torch.cuda.is_available", return_value=False):
         assert pick_device("auto") == "cpu"
     assert pick_device("cpu") == "cpu"
+
+
+def test_candidates_add_a_transcript_span_only_when_asked():
+    """Rows with manifest hotwords keep exactly those unless ``extra_span_rate`` asks for
+    one more span of the transcript (never a duplicate); rows without get a span with
+    ``span_rate``. At rate 0 the random stream is not touched (runs stay reproducible)."""
+    import random
+
+    from speechloop.asr.finetune.trainer import candidates
+
+    tok = Tokenizer.build([s for s, _ in SENTENCES], never_whole=["brakovan", "zelmira"])
+    feats = np.zeros((10, 560), dtype=np.float32)
+    text = "please call brakovan tonight"
+    named = Utterance("a", feats, tok.encode(text), text, [tok.encode("brakovan")], ["brakovan"])
+    plain = Utterance("b", feats, tok.encode("walk the dog"), "walk the dog")
+    rng = random.Random(0)
+    assert candidates(named, tok, rng, 1.0, 0.0) == [tok.encode("brakovan")]
+    assert rng.random() == random.Random(0).random()
+    for seed in range(20):
+        got = candidates(named, tok, random.Random(seed), 0.0, 1.0)
+        assert got[0] == tok.encode("brakovan") and len(got) <= 2
+        assert all(_is_sub(tok.encode(text), span) for span in got)
+        assert len(got) == len({tuple(s) for s in got})
+    assert any(len(candidates(named, tok, random.Random(s), 0.0, 1.0)) == 2 for s in range(20))
+    assert candidates(plain, tok, random.Random(1), 0.0, 1.0) == []
+    assert any(candidates(plain, tok, random.Random(s), 1.0, 0.0) for s in range(5))
+
+
+def _is_sub(seq: list[int], sub: list[int]) -> bool:
+    return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))

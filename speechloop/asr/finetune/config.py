@@ -39,6 +39,7 @@ class StageConfig:
     p_include: float = 0.8  # chance a true hotword is in the list (else: a negative)
     no_bias_weight: float = 1.0  # weight of the NO_BIAS class in the head's loss
     span_rate: float = 0.5  # rows without manifest hotwords: chance of a sampled span
+    extra_span_rate: float = 0.0  # rows with manifest hotwords: chance of one more, sampled
 
 
 @dataclass(frozen=True)

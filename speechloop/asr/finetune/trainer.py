@@ -130,7 +130,7 @@ class StageTrainer:
             pad([it.hidden for it in items], batch_first=True).to(self.device),
             torch.tensor([it.acoustic.shape[0] for it in items], dtype=torch.int32).to(self.device),
         )
-        cands = [it.candidates(rng, self.cfg.span_rate) for it in items]
+        cands = [it.candidates(rng, self.cfg.span_rate, self.cfg.extra_span_rate) for it in items]
         return self._seaco_step(states, [it.ids for it in items], cands, rng, epoch)
 
     def _naive_step(
@@ -142,7 +142,8 @@ class StageTrainer:
         loss_asr, stats = self._asr_step(utts, rng)
         with self._autocast():
             states = asr_states(self.model, *collate(utts, self.device))
-        cands = [candidates(u, self.tok, rng, self.cfg.span_rate) for u in utts]
+        cfg = self.cfg
+        cands = [candidates(u, self.tok, rng, cfg.span_rate, cfg.extra_span_rate) for u in utts]
         loss_hw, hw_stats = self._seaco_step(states, [u.ids for u in utts], cands, rng, epoch)
         return loss_asr + loss_hw, {**stats, **hw_stats}
 
@@ -416,21 +417,29 @@ class CachedUtt:
         """Length used for batching."""
         return int(self.acoustic.shape[0])
 
-    def candidates(self, rng: random.Random, span_rate: float) -> list[list[int]]:
+    def candidates(
+        self, rng: random.Random, span_rate: float, extra_span_rate: float = 0.0
+    ) -> list[list[int]]:
         """Hotwords present in this utterance (see :func:`candidates`)."""
-        return candidates(self.utt, self.tok, rng, span_rate)
+        return candidates(self.utt, self.tok, rng, span_rate, extra_span_rate)
 
 
 def candidates(
-    utt: Utterance, tok: Tokenizer, rng: random.Random, span_rate: float
+    utt: Utterance,
+    tok: Tokenizer,
+    rng: random.Random,
+    span_rate: float,
+    extra_span_rate: float = 0.0,
 ) -> list[list[int]]:
-    """Hotwords present in ``utt``: the manifest's, else (with ``span_rate``) a sampled span."""
-    if utt.hotwords:
-        return utt.hotwords
-    if rng.random() < span_rate:
+    """Hotwords present in ``utt``: the manifest's, plus a span sampled from the transcript
+    with ``span_rate`` (rows without manifest hotwords) or ``extra_span_rate`` (rows with)."""
+    out = list(utt.hotwords)
+    rate = extra_span_rate if out else span_rate
+    if rate > 0 and rng.random() < rate:
         span = sample_span(utt, tok, rng)
-        return [span] if span else []
-    return []
+        if span and span not in out:
+            out.append(span)
+    return out
 
 
 def batches_of(items: Sequence[Any], size: int, rng: random.Random) -> list[list[int]]:
