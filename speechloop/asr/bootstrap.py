@@ -38,7 +38,7 @@ SEED_ASR_STAGE = StageConfig(
 )
 SEED_HOTWORD_STAGE = StageConfig(
     "hotword", epochs=16, lr=3e-3, warmup_steps=30, batch_size=32, patience=8,
-    list_size=4, easy_epochs=3, p_include=0.8, no_bias_weight=0.5,
+    list_size=8, easy_epochs=3, p_include=0.8, no_bias_weight=0.5, vary_list_size=True,
 )  # fmt: skip
 
 

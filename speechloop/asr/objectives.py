@@ -215,10 +215,16 @@ def build_utterance_lists(
     rng: random.Random,
     p_include: float = 0.8,
     n_distractors: int = 1,
+    vary: bool = False,
 ) -> BiasBatch:
     """One short list per utterance: its true hotwords (each with ``p_include``), a few
     distractors, ``[sos]``. The curriculum's easy setting: the head learns to copy from
-    the list before it must pick among many entries."""
+    the list before it must pick among many entries.
+
+    ``vary``: each utterance draws its number of distractors from 0..``n_distractors``.
+    Requests come with lists of any length (often just the one name); a head trained on
+    one list length learns to fire only at that length (seen here: the seed's head, trained
+    with 4 distractors always, never fired when given only the true hotwords)."""
     import torch
 
     uniq: dict[tuple[int, ...], int] = {}
@@ -233,7 +239,8 @@ def build_utterance_lists(
     for i, (seq, cands) in enumerate(zip(texts, candidates, strict=True)):
         listed = [list(hw) for hw in cands if rng.random() < p_include]
         pool = [list(d) for d in distractors if list(d) not in cands]
-        listed += rng.sample(pool, min(n_distractors, len(pool)))
+        k = rng.randint(0, n_distractors) if vary else n_distractors
+        listed += rng.sample(pool, min(k, len(pool)))
         rng.shuffle(listed)
         n_hot += _label_row(labels[i], seq, listed, no_bias)
         rows.append([slot(hw) for hw in listed] + [slot([sos])])

@@ -188,3 +188,31 @@ def test_candidates_add_a_transcript_span_only_when_asked():
 
 def _is_sub(seq: list[int], sub: list[int]) -> bool:
     return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
+
+
+def test_utterance_lists_vary_in_length_when_asked():
+    """With ``vary`` every list holds the utterance's listed hotwords, ``[sos]`` and
+    0..n distractors, and lengths differ across utterances (requests come with lists of
+    any length); without it every list has exactly n distractors. Labels mark exactly
+    the listed hotwords' positions."""
+    import random
+
+    from speechloop.asr.objectives import build_utterance_lists
+
+    texts = [[10, 11, 12, 13], [20, 21, 22], [30, 31, 32, 33]] * 10
+    cands = [[[11, 12]], [], [[31, 32, 33]]] * 10
+    distractors = [[40 + i, 50 + i] for i in range(12)]
+
+    def build(vary: bool):
+        return build_utterance_lists(texts, cands, distractors, no_bias=4, sos=1,
+                                     rng=random.Random(3), p_include=1.0, n_distractors=6,
+                                     vary=vary)  # fmt: skip
+
+    fixed, varied = build(False), build(True)
+    n_true = [len(c) for c in cands]
+    assert [int(x) for x in fixed.lengths] == [t + 6 + 1 for t in n_true]
+    extra = [int(x) - t - 1 for x, t in zip(varied.lengths, n_true, strict=True)]
+    assert min(extra) >= 0 and max(extra) <= 6 and len(set(extra)) > 2
+    assert varied.labels[0].tolist() == [4, 11, 12, 4]
+    assert varied.labels[1].tolist()[:3] == [4, 4, 4]
+    assert varied.index[0, int(varied.lengths[0]) - 1] == varied.hotwords.index([1])

@@ -34,6 +34,7 @@ class StageConfig:
     glancing: float | None = None
     # hotword stage only
     list_size: int = 4  # distractors per utterance list (or entries of a shared batch list)
+    vary_list_size: bool = True  # per-utterance lists: 0..list_size distractors each
     shared_lists: bool = False  # one list per batch (SeACo paper) instead of per utterance
     easy_epochs: int = 0  # curriculum: first epochs use one distractor per list
     p_include: float = 0.8  # chance a true hotword is in the list (else: a negative)

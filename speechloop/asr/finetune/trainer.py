@@ -175,6 +175,7 @@ class StageTrainer:
             bb = build_utterance_lists(
                 texts, cands, self.distractors, no_bias=nb, sos=sos, rng=rng, p_include=p_in,
                 n_distractors=1 if epoch <= cfg.easy_epochs else cfg.list_size,
+                vary=cfg.vary_list_size and epoch > cfg.easy_epochs,
             )  # fmt: skip
         with self._autocast():
             context, lengths = bb.context(hotword_embeddings(self.model, bb.hotwords))
