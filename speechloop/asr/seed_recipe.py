@@ -23,11 +23,10 @@ SEED_CORPUS_UPDATE: dict[str, Any] = {"n_names_seen": 240, "hotword_rate": 0.75,
 
 
 def corpus_rows(
-    preset: str, work_dir: Path, seed: int, update: dict[str, Any]
+    preset: str, work_dir: Path, seed: int, update: dict[str, Any], eval_set: str = "golden"
 ) -> tuple[list[Any], list[Any]]:
-    """Generate (or reuse) the corpus in a private store; (train rows, golden rows)."""
+    """Generate (or reuse) the corpus in a private store; (train rows, ``eval_set`` rows)."""
     from speechloop.config import get_settings
-    from speechloop.data.dataset import load_asr_eval_set
     from speechloop.data.ingest import Ingestor
     from speechloop.data.synth.corpus import generate_corpus
     from speechloop.data.synth.spec import CorpusSpec
@@ -49,8 +48,17 @@ def corpus_rows(
             if (b / "manifest.jsonl").exists()
         ):
             rows.extend(read_local_rows(batch, "asr"))
-    golden = load_asr_eval_set(store, bucket, "golden", work_dir / "data", settings)
-    return rows, golden
+    return rows, eval_rows(work_dir, eval_set)
+
+
+def eval_rows(work_dir: Path, which: str) -> list[Any]:
+    """An evaluation set ("golden": held-out voices and names; "seen") of the private store."""
+    from speechloop.config import get_settings
+    from speechloop.data.dataset import load_asr_eval_set
+    from speechloop.storage.local import LocalStore
+
+    store = LocalStore(work_dir / "store")
+    return load_asr_eval_set(store, "speech-data", which, work_dir / "data", get_settings())
 
 
 def make_seed(
@@ -75,8 +83,10 @@ def make_seed(
     cfg = cfg.quick() if quick else cfg
     result = train_seed(rows, work_dir / ("train-quick" if quick else "train"), cfg)
     report = evaluate_rows(Transcriber(result.loaded), golden)
+    seen = eval_rows(work_dir, "seen")
     metrics = {
         "golden": report,
+        "seen": evaluate_rows(Transcriber(result.loaded), seen),
         "train_rows": len(rows),
         "golden_rows": len(golden),
         "train_seconds": round(result.seconds, 1),
