@@ -100,6 +100,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path(".speechloop/work/bench-asr-finetune"))
     ap.add_argument("--model", type=Path, default=SEED_DIR, help="starting model directory")
+    ap.add_argument("--hotword-lr-factor", type=float, default=10.0, help="stage 2 lr / lr")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="results file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -111,7 +113,8 @@ def main() -> None:
             FinetuneConfig.naive(args.epochs, args.lr, args.seed), num_threads=args.threads
         ),
         "two_stage": replace(
-            FinetuneConfig.two_stage(args.epochs, args.lr, args.seed), num_threads=args.threads
+            FinetuneConfig.two_stage(args.epochs, args.lr, args.seed, args.hotword_lr_factor),
+            num_threads=args.threads,
         ),
     }
     timings = {}
@@ -127,15 +130,16 @@ def main() -> None:
         "benchmark": "asr_finetune",
         "what": "naive vs two-stage fine-tuning from the seed on new voices and new hotwords",
         "train_rows": len(rows), "old_eval_rows": len(old), "new_eval_rows": len(new),
-        "epochs": args.epochs, "lr": args.lr, "stage2_lr": args.lr * 10, "seed": args.seed,
+        "epochs": args.epochs, "lr": args.lr, "stage2_lr": args.lr * args.hotword_lr_factor,
+        "seed": args.seed,
         "results": results, "train_seconds": timings,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": {"threads": args.threads, "platform": platform.platform()},
         "command": f"python -m benchmarks.bench_asr_finetune --epochs {args.epochs} --lr {args.lr} "
-        f"--threads {args.threads}",
+        f"--threads {args.threads} --hotword-lr-factor {args.hotword_lr_factor}",
     }  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    write_results(RESULTS, doc)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_results(args.out, doc)
     print(table(doc))
 
 

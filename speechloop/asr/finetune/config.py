@@ -68,12 +68,14 @@ class FinetuneConfig:
         return replace(cls(**rest), stages=stages) if stages else cls(**rest)
 
     @classmethod
-    def two_stage(cls, epochs: int = 10, lr: float = 5e-5, seed: int = 0) -> FinetuneConfig:
-        """The project's default: ASR stage then hotword stage."""
+    def two_stage(
+        cls, epochs: int = 10, lr: float = 5e-5, seed: int = 0, hotword_lr_factor: float = 10.0
+    ) -> FinetuneConfig:
+        """The project's default: ASR stage then hotword stage (at ``hotword_lr_factor`` x lr)."""
         return cls(
             stages=(
                 StageConfig("asr", epochs=epochs, lr=lr),
-                StageConfig("hotword", epochs=epochs, lr=lr * 10),
+                StageConfig("hotword", epochs=epochs, lr=lr * hotword_lr_factor),
             ),
             seed=seed,
         )
