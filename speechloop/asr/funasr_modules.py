@@ -8,7 +8,8 @@ package's path, nothing executed) in ``sys.modules`` and imports the modules it 
 the installed package under their real names: the classes are funasr's own (checkpoints
 load unchanged, the registry tables are the real ones). The package's ``__init__`` runs
 the first time something asks the package for a name it lacks (``funasr.AutoModel``,
-``from funasr import AutoModel``), in the same package object, so ``import funasr`` keeps
+``from funasr import AutoModel``) or imports another funasr submodule (its registry
+tables need every module), in the same package object, so ``import funasr`` keeps
 working as usual at its usual cost. When funasr is already imported this is a plain import.
 
 funasr's ``load_utils`` prints an ffmpeg notice on import; it is swallowed here (the
@@ -19,11 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.abc
 import importlib.util
 import io
 import sys
 import threading
-import types
 from typing import Any
 
 from speechloop.errors import ModelUnavailable
@@ -47,36 +48,66 @@ SEACO_MODULES = (
 _LOCK = threading.RLock()
 
 
-def _bare_package() -> types.ModuleType:
-    """A ``funasr`` package object with the installed package's path and no contents yet.
+class _Bare:
+    """The stand-in ``funasr`` package and the switch that completes it.
 
-    Its module ``__getattr__`` runs the real ``__init__`` (once, in this same object) when
-    code asks for a name the package does not have yet.
+    The real ``__init__`` runs (once, in the same package object) when code asks the
+    package for a name it lacks (``funasr.AutoModel``) or imports any funasr submodule
+    outside :data:`SEACO_MODULES` (e.g. ``funasr.train_utils.trainer``, whose classes
+    are looked up in registry tables that only the full ``__init__`` fills).
     """
-    spec = importlib.util.find_spec("funasr")
-    if spec is None or not spec.submodule_search_locations or spec.loader is None:
-        raise ModelUnavailable("funasr is not installed: it provides SeacoParaformer")
-    package = importlib.util.module_from_spec(spec)
-    loader = spec.loader
 
-    def run_init(attr: str) -> Any:
+    def __init__(self) -> None:
+        spec = importlib.util.find_spec("funasr")
+        if spec is None or not spec.submodule_search_locations or spec.loader is None:
+            raise ModelUnavailable("funasr is not installed: it provides SeacoParaformer")
+        self.package = importlib.util.module_from_spec(spec)
+        self.loader = spec.loader
+        self.loading = True  # importing SEACO_MODULES: no completion yet
+        self.complete = False
+        vars(self.package)["__getattr__"] = self._getattr
+
+    def _getattr(self, attr: str) -> Any:
         if attr.startswith("__"):
             raise AttributeError(attr)
-        with _LOCK:
-            if package.__dict__.pop("__getattr__", None) is not None:
-                loader.exec_module(package)
-        return getattr(package, attr)
+        self.run_init()
+        return getattr(self.package, attr)
 
-    vars(package)["__getattr__"] = run_init
-    return package
+    def run_init(self) -> None:
+        """Execute funasr's ``__init__`` in the package object, once."""
+        with _LOCK:
+            if self.complete:
+                return
+            self.complete = True
+            vars(self.package).pop("__getattr__", None)
+            self.loader.exec_module(self.package)
+
+
+class _CompleteOnForeignImport(importlib.abc.MetaPathFinder):
+    """Runs the real ``__init__`` before a funasr submodule we did not load is imported."""
+
+    def __init__(self, bare: _Bare) -> None:
+        self.bare = bare
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        """Never finds anything itself; only completes the package first when needed."""
+        bare = self.bare
+        if name.startswith("funasr.") and not (bare.loading or bare.complete):
+            bare.run_init()
+        return
 
 
 def _load_all() -> None:
     """Import :data:`SEACO_MODULES` under the bare ``funasr`` package."""
-    sys.modules["funasr"] = _bare_package()
-    with contextlib.redirect_stdout(io.StringIO()):
-        for name in SEACO_MODULES:
-            importlib.import_module(name)
+    bare = _Bare()
+    sys.modules["funasr"] = bare.package
+    sys.meta_path.insert(0, _CompleteOnForeignImport(bare))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            for name in SEACO_MODULES:
+                importlib.import_module(name)
+    finally:
+        bare.loading = False
 
 
 def funasr_module(name: str) -> Any:
