@@ -136,7 +136,10 @@ class StageTrainer:
     def _naive_step(
         self, utts: Sequence[Utterance], rng: random.Random, epoch: int
     ) -> tuple[Any, dict[str, float]]:
-        """ASR loss + SeACo head loss, both through the trainable ASR part."""
+        """ASR loss + SeACo head loss, both through the trainable ASR part.
+
+        The ASR part runs twice per batch: funasr's ASR objective does not return the
+        teacher-forced states the head reads (acceptable for a baseline)."""
         from speechloop.asr.objectives import asr_states
 
         loss_asr, stats = self._asr_step(utts, rng)
