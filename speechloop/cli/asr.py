@@ -169,7 +169,10 @@ def finetune(
         bool, typer.Option("--naive", help="one stage, all parameters (baseline)")
     ] = False,
     epochs: Annotated[int, typer.Option(help="epochs per stage")] = 10,
-    lr: Annotated[float, typer.Option(help="stage-1 learning rate (stage 2: 10x)")] = 5e-5,
+    lr: Annotated[float, typer.Option(help="stage-1 learning rate")] = 5e-5,
+    hotword_lr_factor: Annotated[
+        float, typer.Option(help="stage-2 lr = factor x lr (lower keeps old names, docs/asr.md)")
+    ] = 10.0,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     model_dir: ModelDir = None,
     version: Version = None,
@@ -192,7 +195,11 @@ def finetune(
         if not asr_rows:
             typer.echo("no pending ASR batches to fine-tune on", err=True)
             raise typer.Exit(code=1)
-        cfg = (FinetuneConfig.naive if naive else FinetuneConfig.two_stage)(epochs, lr, seed)
+        cfg = (
+            FinetuneConfig.naive(epochs, lr, seed)
+            if naive
+            else FinetuneConfig.two_stage(epochs, lr, seed, hotword_lr_factor)
+        )
         tuned = finetune_model(load_from_dir(directory), asr_rows, cfg, work_dir=out / "work")
         from speechloop.asr.model import save_to_dir
 

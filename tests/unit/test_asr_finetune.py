@@ -216,3 +216,15 @@ def test_utterance_lists_vary_in_length_when_asked():
     assert varied.labels[0].tolist() == [4, 11, 12, 4]
     assert varied.labels[1].tolist()[:3] == [4, 4, 4]
     assert varied.index[0, int(varied.lengths[0]) - 1] == varied.hotwords.index([1])
+
+
+def test_two_stage_config_sets_the_stage2_learning_rate_factor():
+    """``two_stage`` freezes nothing itself: it orders the stages and scales stage 2's
+    lr by ``hotword_lr_factor`` (10 by default, 1 keeps old names better, docs/asr.md)."""
+    from speechloop.asr.finetune.config import FinetuneConfig
+
+    default = FinetuneConfig.two_stage(3, 1e-4)
+    assert [s.kind for s in default.stages] == ["asr", "hotword"]
+    assert default.stages[1].lr == pytest.approx(1e-3)
+    assert FinetuneConfig.two_stage(3, 1e-4, hotword_lr_factor=1).stages[1].lr == 1e-4
+    assert FinetuneConfig.from_dict(default.to_dict()) == default
