@@ -219,8 +219,9 @@ def test_utterance_lists_vary_in_length_when_asked():
 
 
 def test_two_stage_config_sets_the_stage2_learning_rate_factor():
-    """``two_stage`` freezes nothing itself: it orders the stages and scales stage 2's
-    lr by ``hotword_lr_factor`` (10 by default, 1 keeps old names better, docs/asr.md)."""
+    """``two_stage`` runs the ASR stage then the hotword stage, with stage 2's lr scaled
+    by ``hotword_lr_factor`` (10 by default; 1 keeps old names better, docs/asr.md), and
+    the config survives its dict form (lineage files)."""
     from speechloop.asr.finetune.config import FinetuneConfig
 
     default = FinetuneConfig.two_stage(3, 1e-4)
