@@ -237,14 +237,29 @@ NOTES = [
     "that cost about 20% in one A/B here, so OnnxSeacoAsr turns spinning off (``spin=True`` for a "
     "dedicated machine).",
     "- int8 (dynamic, MatMul weights, output layers and LSTMs kept float) is the largest "
-    "speed lever on CPU. Its accuracy cost on a trained model "
-    "(benchmarks/bench_asr_onnx_parity.py, shipped seed, the demo's 30-utterance golden "
-    "set, 22 Nov, after the seed was remade): 21 of 30 utterances identical to torch, 97.5% "
-    "of tokens, CER 37.0% -> 36.4% (22/30, 97.7%, 37.1% -> 36.5% with each utterance's "
-    "hotwords); the float ONNX graphs gave torch's tokens on all 30, with and without "
-    "hotwords.",
+    "speed lever on CPU; its accuracy cost on a trained model is below.",
     "",
 ]
+
+
+PARITY = ROOT / "benchmarks" / "results" / "asr_onnx_parity.json"
+
+
+def _int8_note() -> list[str]:
+    """int8's accuracy change, read from the parity benchmark's results (if it has run)."""
+    if not PARITY.is_file():
+        return ["- int8 accuracy: run `python -m benchmarks.bench_asr_onnx_parity`.", ""]
+    p = json.loads(PARITY.read_text(encoding="utf-8"))
+    n, t, q, f = p["utterances"], p["none/torch"], p["none/onnx_int8"], p["none/onnx"]
+    return [
+        f"- int8 accuracy ({p['model']}, {n} golden utterances, {p['date_utc'][:10]}, "
+        "`python -m benchmarks.bench_asr_onnx_parity`): "
+        f"{q['utterances_identical_to_torch']}/{n} utterances identical to torch, "
+        f"{100 * q['token_agreement_with_torch']:.1f}% of tokens, CER "
+        f"{100 * t['cer']:.1f}% -> {100 * q['cer']:.1f}%; float ONNX: "
+        f"{f['utterances_identical_to_torch']}/{n} identical.",
+        "",
+    ]
 
 
 def _verdict(meta: dict[str, Any]) -> list[str]:
@@ -299,7 +314,7 @@ def _table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in meta["ratios"].items()]
     lines += ["", "Character agreement of the outputs:", ""]
     lines += [f"- {k}: {v}" for k, v in meta["character_agreement"].items()]
-    lines += ["", f"Command: `{meta['command']}`", "", *NOTES, *_verdict(meta)]
+    lines += ["", f"Command: `{meta['command']}`", "", *NOTES, *_int8_note(), *_verdict(meta)]
     return "\n".join(lines)
 
 
