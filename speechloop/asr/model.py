@@ -53,22 +53,47 @@ PRETRAINED_SIZE = SeacoSize(
 )  # fmt: skip
 
 
+#: The pretrained model's SpecAugment (its config.yaml): one frequency mask of up to 30
+#: of the 80 mel bins, one time mask of up to 12 LFR frames, no time warp.
+SPECAUG_CONF: dict[str, Any] = {
+    "apply_time_warp": False,
+    "time_warp_window": 5,
+    "time_warp_mode": "bicubic",
+    "apply_freq_mask": True,
+    "freq_mask_width_range": [0, 30],
+    "lfr_rate": 6,
+    "num_freq_mask": 1,
+    "apply_time_mask": True,
+    "time_mask_width_range": [0, 12],
+    "num_time_mask": 1,
+}
+
+
 def seed_config(
-    vocab_size: int, no_bias: int, d: int = 128, ctc_weight: float = 0.0
+    vocab_size: int,
+    no_bias: int,
+    d: int = 128,
+    ctc_weight: float = 0.0,
+    specaug: bool = True,
+    encoder_blocks: int = 5,
 ) -> dict[str, Any]:
     """The seed configuration: a few million parameters, same class and layout as the real one.
 
-    Differences from the real model: width ``d`` (real: 512), 5 encoder blocks (50),
+    Differences from the real model: width ``d`` (real: 512), ``encoder_blocks`` (50),
     2 decoder blocks (16), 2 SeACo decoder blocks (6), our vocabulary and NO_BIAS id, and
     optionally a CTC branch on the encoder (``ctc_weight`` > 0; the real model has none):
-    training from scratch, it teaches the encoder alignments sooner.
+    training from scratch, it teaches the encoder alignments sooner. ``specaug`` keeps
+    the real model's SpecAugment (frequency and time masks on the LFR features, applied
+    by ``encode`` in training mode only).
     """
     size = SeacoSize(
-        d=d, encoder_blocks=5, encoder_units=2 * d, decoder_blocks=2, decoder_units=2 * d,
-        seaco_blocks=2, seaco_units=2 * d,
+        d=d, encoder_blocks=encoder_blocks, encoder_units=2 * d,
+        decoder_blocks=2, decoder_units=2 * d, seaco_blocks=2, seaco_units=2 * d,
     )  # fmt: skip
     config = seaco_config(size, vocab_size=vocab_size, no_bias=no_bias, train_decoder=False)
     config["model_conf"]["ctc_weight"] = ctc_weight
+    if not specaug:
+        del config["specaug"], config["specaug_conf"]
     config["frontend_conf"]["cmvn_file"] = CMVN_FILE
     config["tokenizer_conf"]["token_list"] = TOKENS_FILE
     return config
@@ -143,6 +168,8 @@ def seaco_config(
             "use_output_layer": False,
             "wo_input_layer": True,
         },
+        "specaug": "SpecAugLFR",
+        "specaug_conf": dict(SPECAUG_CONF),
         "predictor": "CifPredictorV3",
         "predictor_conf": {
             "idim": size.d,
@@ -203,6 +230,9 @@ def build_seaco(config: dict[str, Any]) -> Any:
     for key in ("encoder", "encoder_conf", "decoder", "decoder_conf", "predictor"):
         kwargs[key] = copy.deepcopy(config[key])
     kwargs["predictor_conf"] = copy.deepcopy(config["predictor_conf"])
+    if config.get("specaug"):  # applied by ``encode`` in training mode only
+        kwargs["specaug"] = config["specaug"]
+        kwargs["specaug_conf"] = copy.deepcopy(config.get("specaug_conf") or {})
     kwargs["seaco_decoder"] = config.get("seaco_decoder")
     kwargs["seaco_decoder_conf"] = copy.deepcopy(config.get("seaco_decoder_conf"))
     kwargs["input_size"] = config.get("input_size", 560)

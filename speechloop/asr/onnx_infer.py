@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -145,14 +146,21 @@ class OnnxSeacoAsr:
         cmvn_file: Path | str | None = None,
         quantized: bool = False,
         threads: int | None = None,
-        max_batch: int = 8,
+        max_batch: int = 2,
+        streams: int = 2,
         spin: bool = False,
     ) -> None:
         """Load ``directory`` (ONNX files + ``onnx_meta.json``; ``tokens.json`` and
         ``am.mvn`` there unless a tokenizer / CMVN file is given). ``quantized`` picks
         the int8 graphs, ``threads`` onnxruntime's intra-op threads (None: its default).
         ``spin`` lets idle worker threads busy-wait: lower latency on a dedicated machine,
-        but on shared cores it steals time from the threads doing work (off by default)."""
+        but on shared cores it steals time from the threads doing work (off by default).
+
+        A batch of clips is sorted by length and cut into graph runs of at most
+        ``max_batch`` clips, ``streams`` of which run at once (the session is
+        thread-safe and releases the GIL). On CPU that beats one padded run of the whole
+        batch: small ops parallelise badly inside one run, and similar lengths waste
+        little on padding (``docs/results-asr-speed.md``)."""
         self.directory = Path(directory)
         self.meta = OnnxMeta.load(self.directory)
         suffix = QUANT_SUFFIX if quantized else ""
@@ -165,6 +173,7 @@ class OnnxSeacoAsr:
         use = cmvn_file is not None or cmvn.is_file()
         self.frontend = Frontend(cmvn=load_am_mvn(cmvn) if use else None)
         self.max_batch = max(1, max_batch)
+        self.streams = max(1, streams)
 
     def _session(self, name: str, threads: int | None) -> Any:
         import onnxruntime as ort
@@ -232,20 +241,28 @@ class OnnxSeacoAsr:
         waves: Sequence[npt.ArrayLike],
         hotwords: Sequence[Sequence[str]] | None = None,
     ) -> list[AsrResult]:
-        """Transcribe utterances in batches of ``max_batch``, sorted by length to limit
-        padding; ``hotwords`` gives each utterance its own list (None: no hotwords)."""
+        """Transcribe utterances in runs of ``max_batch`` (sorted by length to limit
+        padding, ``streams`` runs at once); ``hotwords`` gives each utterance its own list
+        (None: no hotwords)."""
         if hotwords is not None and len(hotwords) != len(waves):
             raise InvalidInput(f"{len(hotwords)} hotword lists for {len(waves)} utterances")
         lists = [list(h) for h in hotwords] if hotwords is not None else [[] for _ in waves]
         feats = [self.frontend(w) for w in waves]
-        order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0])
-        results: list[AsrResult | None] = [None] * len(feats)
-        for start in range(0, len(order), self.max_batch):
-            chunk = order[start : start + self.max_batch]
-            batch = self._run([feats[i] for i in chunk], [lists[i] for i in chunk])
-            for i, res in zip(chunk, batch, strict=True):
-                results[i] = res
-        return [r for r in results if r is not None]
+        order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0], reverse=True)
+        chunks = [order[i : i + self.max_batch] for i in range(0, len(order), self.max_batch)]
+
+        def run(chunk: list[int]) -> list[AsrResult]:
+            return self._run([feats[i] for i in chunk], [lists[i] for i in chunk])
+
+        if self.streams > 1 and len(chunks) > 1:  # longest runs first: balanced streams
+            with ThreadPoolExecutor(min(self.streams, len(chunks))) as pool:
+                outputs = list(pool.map(run, chunks))
+        else:
+            outputs = [run(c) for c in chunks]
+        results: dict[int, AsrResult] = {}
+        for chunk, batch in zip(chunks, outputs, strict=True):
+            results.update(zip(chunk, batch, strict=True))
+        return [results[i] for i in range(len(feats))]
 
     def _bias(
         self, lists: list[list[str]]

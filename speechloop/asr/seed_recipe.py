@@ -10,6 +10,7 @@ holding those figures and the command that made it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -17,9 +18,24 @@ from typing import Any
 
 from speechloop.asr.bootstrap import SEED_DIR, BootstrapConfig, config_dict, train_seed, write_seed
 
-#: Corpus for the seed: the bootstrap preset with many distinct names (the hotword head
-#: generalises to unseen names only if it saw many) and clean-ish audio.
-SEED_CORPUS_UPDATE: dict[str, Any] = {"n_names_seen": 240, "hotword_rate": 0.75, "batches": 30}
+#: Corpus for the seed: the bootstrap preset with every seen voice (250: the ASR part
+#: generalises to held-out voices only if it heard many) and many distinct names (240 of
+#: the partition's seen names plus 2,000 training-only ones, each heard a few times: the
+#: hotword head generalises to unseen names only if it cannot memorise the few it saw).
+SEED_CORPUS_UPDATE: dict[str, Any] = {
+    "n_voices_seen": 250,
+    "n_names_seen": 240,
+    "n_names_extra": 2000,
+    "hotword_rate": 0.75,
+    "batches": 30,
+}
+
+
+def corpus_dir(work_root: Path, preset: str, seed: int) -> Path:
+    """Where the seed's corpus is generated and ingested: named by preset, seed and the
+    corpus update, so that a changed recipe never reuses an older corpus."""
+    digest = hashlib.sha256(json.dumps(SEED_CORPUS_UPDATE, sort_keys=True).encode()).hexdigest()
+    return work_root / "bootstrap-asr" / f"{preset}-{seed}-{digest[:8]}"
 
 
 def corpus_rows(
@@ -76,8 +92,7 @@ def make_seed(
     from speechloop.config import get_settings
 
     started = time.perf_counter()
-    batches = SEED_CORPUS_UPDATE["batches"]
-    work_dir = Path(get_settings().work_dir) / "bootstrap-asr" / f"{preset}-{seed}-{batches}b"
+    work_dir = corpus_dir(Path(get_settings().work_dir), preset, seed)
     rows, golden = corpus_rows(preset, work_dir, seed, SEED_CORPUS_UPDATE)
     cfg = BootstrapConfig(seed=seed, num_threads=threads)
     cfg = cfg.quick() if quick else cfg

@@ -186,6 +186,23 @@ def test_candidates_add_a_transcript_span_only_when_asked():
     assert any(candidates(plain, tok, random.Random(s), 1.0, 0.0) for s in range(5))
 
 
+def test_token_spans_are_runs_of_2_to_5_transcript_tokens():
+    """With ``token_spans`` a sampled pseudo-hotword is 2-5 consecutive tokens of the
+    transcript, not necessarily whole words (funasr's sampling)."""
+    import random
+
+    from speechloop.asr.finetune.data import sample_span
+
+    tok = Tokenizer.build([s for s, _ in SENTENCES], never_whole=["brakovan", "zelmira"])
+    text = "please call brakovan tonight at the station"
+    utt = Utterance("a", np.zeros((10, 560), dtype=np.float32), tok.encode(text), text)
+    spans = [sample_span(utt, tok, random.Random(s), by_tokens=True) for s in range(40)]
+    assert all(s is not None and 2 <= len(s) <= 5 and _is_sub(utt.ids, s) for s in spans)
+    assert len({tuple(s) for s in spans if s}) > 10
+    short = Utterance("b", utt.feats, tok.encode("hi")[:1], "hi")
+    assert sample_span(short, tok, random.Random(0), by_tokens=True) is None
+
+
 def _is_sub(seq: list[int], sub: list[int]) -> bool:
     return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1))
 

@@ -108,3 +108,29 @@ def test_unrepresentable_hotwords_are_refused_by_name(model_dir):
     tr = Transcriber(load_from_dir(model_dir))
     with pytest.raises(InvalidInput, match="Zoë"):
         tr.transcribe(_waves(1), ["Zoë"])
+
+
+def test_specaugment_is_configured_and_masks_in_training_only():
+    """The seed and the pretrained configs carry the real model's SpecAugLFR; it masks
+    features in training, and in eval mode a model with it encodes exactly like the
+    same weights without it."""
+    import torch
+
+    from speechloop.asr.model import pretrained_config
+
+    assert pretrained_config()["specaug"] == "SpecAugLFR"
+    tok = Tokenizer.build(["abc def"])
+    with_aug = build_seaco(seed_config(tok.vocab_size, tok.no_bias_id, d=32))
+    without = build_seaco(seed_config(tok.vocab_size, tok.no_bias_id, d=32, specaug=False))
+    assert type(with_aug.specaug).__name__ == "SpecAugLFR" and without.specaug is None
+    without.load_state_dict(with_aug.state_dict())
+    torch.manual_seed(0)
+    feats, lengths = torch.randn(2, 50, 560), torch.tensor([50, 40])
+    with_aug.train()
+    masked, _ = with_aug.specaug(torch.ones(2, 50, 560), lengths)
+    assert (masked == 0).any()
+    with_aug.eval(), without.eval()
+    with torch.no_grad():
+        a, _ = with_aug.encode(feats, lengths)
+        b, _ = without.encode(feats, lengths)
+    assert torch.equal(a, b)

@@ -144,6 +144,21 @@ def test_tokens_match_torch_with_hotwords_per_utterance(setup: dict[str, Any]) -
     assert changed > 0 and kept > 0, (changed, kept)
 
 
+def test_runs_and_streams_do_not_change_results_or_their_order(setup: dict[str, Any]) -> None:
+    """However a batch call is cut into graph runs (``max_batch``) and however many runs
+    are in flight (``streams``), each clip gets the tokens and text it gets alone, in the
+    order the clips were given (runs are sorted by length internally)."""
+    lists = [HOTWORDS, ["door"], [], HOTWORDS]
+    waves = [setup["waves"][i] for i in (2, 0, 3, 1)]
+    alone = OnnxSeacoAsr(setup["dir"], threads=1, max_batch=1, streams=1)
+    want = [alone.transcribe(w, h) for w, h in zip(waves, lists, strict=True)]
+    for max_batch, streams in ((1, 2), (2, 2), (3, 2), (4, 1)):
+        asr = OnnxSeacoAsr(setup["dir"], threads=1, max_batch=max_batch, streams=streams)
+        got = asr.transcribe_batch(waves, lists)
+        assert [r.text for r in got] == [r.text for r in want], (max_batch, streams)
+        assert [r.hotwords_found for r in got] == [r.hotwords_found for r in want]
+
+
 def test_logits_close_to_torch(setup: dict[str, Any]) -> None:
     """Merged log-probs of ONNX and torch agree within 1e-3 on the valid token positions."""
     import onnxruntime as ort

@@ -56,6 +56,28 @@ def test_seen_pool_batches_never_use_heldout_voices_or_names() -> None:
     assert all(len(r.hotwords) >= 1 for r in golden.rows)
 
 
+def test_extra_names_reach_only_seen_pool_batches_and_share_no_word() -> None:
+    """Training-only names (``n_names_extra``) appear in seen-pool batches, never in an
+    evaluation set or a held-out-pool batch, share no word with any partition name, and
+    leave the evaluation sets exactly as they were."""
+    from speechloop.data.synth.spec import extra_names, name_partition
+
+    base = CorpusSpec(batches=2, asr_per_batch=80, asr_eval_golden=30, asr_eval_seen=30)
+    spec = base.updated({"n_names_extra": 300})
+    extra = {n.lower() for n in extra_names(spec)}
+    assert len(extra) == 300 and extra_names(spec) == extra_names(spec)
+    seen_all, held_all = name_partition(spec.partition_seed)
+    words = lambda names: {w.lower() for n in names for w in n.split()}  # noqa: E731
+    assert not words(extra) & words(seen_all + held_all)
+    sets = plan_corpus(spec)
+    assert _names(sets, "asr/batches") & extra
+    assert not _names(sets, "asr/eval") & extra
+    evals = [s for s in sets if s.is_eval]
+    assert evals == [s for s in plan_corpus(base) if s.is_eval]
+    held = plan_corpus(CorpusSpec.preset("finetune").updated({"n_names_extra": 300}))
+    assert not _names(held, "asr/batches") & extra
+
+
 def test_heldout_pool_batches_use_only_heldout_and_avoid_eval_sentences() -> None:
     """Fine-tuning batches: held-out voices/names, never a sentence of the eval sets."""
     spec = CorpusSpec.preset("finetune").updated({"batches": 2, "asr_per_batch": 80})

@@ -41,6 +41,7 @@ class StageConfig:
     no_bias_weight: float = 1.0  # weight of the NO_BIAS class in the head's loss
     span_rate: float = 0.5  # rows without manifest hotwords: chance of a sampled span
     extra_span_rate: float = 0.0  # rows with manifest hotwords: chance of one more, sampled
+    token_spans: bool = False  # sampled spans: any 2-5 tokens (funasr's way) instead of words
 
 
 @dataclass(frozen=True)

@@ -94,8 +94,19 @@ def collate(
     return speech.to(device), speech_lengths.to(device), text.to(device), text_lengths.to(device)
 
 
-def sample_span(utt: Utterance, tokenizer: Tokenizer, rng: random.Random) -> list[int] | None:
-    """A random 1-2 word span of the transcript of 2-6 tokens (hotwords from transcripts)."""
+def sample_span(
+    utt: Utterance, tokenizer: Tokenizer, rng: random.Random, by_tokens: bool = False
+) -> list[int] | None:
+    """A random span of the transcript as a pseudo-hotword: 1-2 words of 2-6 tokens, or
+    with ``by_tokens`` any 2-5 consecutive tokens (as funasr's ``AudioDatasetHotword``
+    samples character spans: many more distinct strings, so the head learns to copy from
+    the list instead of recognising the few names it was trained on)."""
+    if by_tokens:
+        length = rng.randint(2, 5)
+        if len(utt.ids) < length:
+            return None
+        start = rng.randrange(len(utt.ids) - length + 1)
+        return list(utt.ids[start : start + length])
     words = utt.text.split()
     if not words:
         return None

@@ -130,7 +130,10 @@ class StageTrainer:
             pad([it.hidden for it in items], batch_first=True).to(self.device),
             torch.tensor([it.acoustic.shape[0] for it in items], dtype=torch.int32).to(self.device),
         )
-        cands = [it.candidates(rng, self.cfg.span_rate, self.cfg.extra_span_rate) for it in items]
+        cfg = self.cfg
+        cands = [
+            it.candidates(rng, cfg.span_rate, cfg.extra_span_rate, cfg.token_spans) for it in items
+        ]
         return self._seaco_step(states, [it.ids for it in items], cands, rng, epoch)
 
     def _naive_step(
@@ -146,7 +149,10 @@ class StageTrainer:
         with self._autocast():
             states = asr_states(self.model, *collate(utts, self.device))
         cfg = self.cfg
-        cands = [candidates(u, self.tok, rng, cfg.span_rate, cfg.extra_span_rate) for u in utts]
+        cands = [
+            candidates(u, self.tok, rng, cfg.span_rate, cfg.extra_span_rate, cfg.token_spans)
+            for u in utts
+        ]
         loss_hw, hw_stats = self._seaco_step(states, [u.ids for u in utts], cands, rng, epoch)
         return loss_asr + loss_hw, {**stats, **hw_stats}
 
@@ -422,10 +428,14 @@ class CachedUtt:
         return int(self.acoustic.shape[0])
 
     def candidates(
-        self, rng: random.Random, span_rate: float, extra_span_rate: float = 0.0
+        self,
+        rng: random.Random,
+        span_rate: float,
+        extra_span_rate: float = 0.0,
+        token_spans: bool = False,
     ) -> list[list[int]]:
         """Hotwords present in this utterance (see :func:`candidates`)."""
-        return candidates(self.utt, self.tok, rng, span_rate, extra_span_rate)
+        return candidates(self.utt, self.tok, rng, span_rate, extra_span_rate, token_spans)
 
 
 def candidates(
@@ -434,13 +444,15 @@ def candidates(
     rng: random.Random,
     span_rate: float,
     extra_span_rate: float = 0.0,
+    token_spans: bool = False,
 ) -> list[list[int]]:
     """Hotwords present in ``utt``: the manifest's, plus a span sampled from the transcript
-    with ``span_rate`` (rows without manifest hotwords) or ``extra_span_rate`` (rows with)."""
+    with ``span_rate`` (rows without manifest hotwords) or ``extra_span_rate`` (rows with);
+    ``token_spans``: spans of tokens instead of words (:func:`sample_span`)."""
     out = list(utt.hotwords)
     rate = extra_span_rate if out else span_rate
     if rate > 0 and rng.random() < rate:
-        span = sample_span(utt, tok, rng)
+        span = sample_span(utt, tok, rng, by_tokens=token_spans)
         if span and span not in out:
             out.append(span)
     return out

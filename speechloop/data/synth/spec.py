@@ -47,6 +47,9 @@ class CorpusSpec(BaseModel):
     voices_heldout: tuple[str, ...] | None = Field(default=None, description="explicit ids")
     n_names_seen: int = Field(default=40, ge=1, le=NAME_UNIVERSE // 2)
     n_names_heldout: int = Field(default=20, ge=1, le=NAME_UNIVERSE // 2)
+    n_names_extra: int = Field(
+        default=0, ge=0, le=20_000, description="training-only names (seen-pool batches)"
+    )
     pool: Pool = Field(default="seen", description="voices and names the batches draw from")
     batch_prefix: str = Field(default="synth", pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
     first_batch: int = Field(default=1, ge=1, description="number of the first batch id")
@@ -168,9 +171,33 @@ def name_partition(partition_seed: int) -> tuple[tuple[str, ...], tuple[str, ...
 
 
 def name_pools(spec: CorpusSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The seen and held-out names (display form) this spec uses."""
+    """The seen and held-out names (display form) of the evaluation sets."""
     seen, held = name_partition(spec.partition_seed)
     return seen[: spec.n_names_seen], held[: spec.n_names_heldout]
+
+
+def extra_names(spec: CorpusSpec) -> tuple[str, ...]:
+    """``n_names_extra`` more names for the seen pool's batches, never in an evaluation set.
+
+    They continue the partition's name sequence past :data:`NAME_UNIVERSE`, so they share
+    no word with any seen or held-out name. Pre-training wants many names, each heard a
+    few times: the hotword head then learns to copy from its list instead of
+    recognising the few names it was trained on (``docs/asr.md``).
+    """
+    return _names_after_universe(spec.partition_seed, spec.n_names_extra)
+
+
+@cache
+def _names_after_universe(partition_seed: int, count: int) -> tuple[str, ...]:
+    if count == 0:
+        return ()
+    names = invent_names(
+        NAME_UNIVERSE + count,
+        seed=partition_seed,
+        avoid=frozenset(vocabulary_words()),
+        two_word_every=_TWO_WORD_EVERY,
+    )
+    return tuple(names[NAME_UNIVERSE:])
 
 
 @dataclass(frozen=True)
@@ -198,6 +225,6 @@ def vocabulary(spec: CorpusSpec | None = None) -> Vocabulary:
     seen, held = name_pools(spec)
     return Vocabulary(
         words=vocabulary_words(),
-        seen_names=tuple(normalise_text(n) for n in seen),
+        seen_names=tuple(normalise_text(n) for n in seen + extra_names(spec)),
         heldout_names=tuple(normalise_text(n) for n in held),
     )
