@@ -236,10 +236,21 @@ NOTES = [
     "about 60%, the 16-block decoder about 14%, the timestamp BLSTM about 7%, the CIF loops "
     "about 7%, the SeACo decoder about 6%; MatMul is two thirds of all node time. The work "
     "is compute-bound GEMM on 2 cores, which bounds what any runtime can gain over torch.",
-    "- Batching does not pay on 2 CPU cores: a batch is padded to its longest clip (8 clips "
-    "of 5-8 s: about 23% padded frames), and a GEMM over about 100 frames already runs near "
-    "full speed, so a larger batch saves only per-call overhead. Batching is for GPUs; the "
-    "service should batch on GPU and keep CPU batches small and length-bucketed.",
+    "- How a batch call runs: `OnnxSeacoAsr.transcribe_batch` sorts the clips by length, "
+    "cuts them into graph runs of 2 clips (`max_batch`) and keeps 2 runs in flight "
+    "(`streams`; the session is thread-safe and releases the GIL). One padded run of all 8 "
+    "(`onnx_b8_one_run`, `max_batch=8, streams=1`) is slower than one clip at a time on 2 "
+    "cores: it pads to the longest clip (8 clips of 5-8 s: about 23% padded frames), and "
+    "a GEMM over about 100 frames already runs near full speed. What a batch buys on CPU "
+    "is two runs sharing the cores: inside one run the many small ops (layer norms, the "
+    "FSMN memory, softmax) parallelise badly over 2 threads, and two runs in flight fill "
+    "those gaps. Runs of similar lengths keep padding small. (This benchmark's clips are 4 "
+    "recordings twice, so runs of 2 pair equal lengths: no padding at all; batches of "
+    "mixed lengths pad a little more.) On a GPU one large run is the right choice.",
+    "- funasr at batch 8 (2026-11-29 machine): about 110 s for the 8 clips, 20x slower "
+    "than one at a time. Reproduced alone in a fresh process, with and without SpecAugment "
+    "in the config; same texts as batch 1. The 2026-11-22 machine took 7.2 s. Not "
+    "investigated further; the batch-1 comparison is the goal's.",
     "- Thread spinning: onnxruntime's worker threads busy-wait by default; on shared cores "
     "that cost about 20% in one A/B here, so OnnxSeacoAsr turns spinning off (``spin=True`` for a "
     "dedicated machine).",
