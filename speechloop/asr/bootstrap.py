@@ -49,7 +49,6 @@ class BootstrapConfig:
 
     seed: int = 0
     d_model: int = 128
-    encoder_blocks: int = 5
     asr: StageConfig = field(default_factory=lambda: SEED_ASR_STAGE)
     hotword: StageConfig = field(default_factory=lambda: SEED_HOTWORD_STAGE)
     # share of training names whose utterances the ASR stage never sees, so that the
@@ -130,9 +129,7 @@ def train_seed(
     if not valid:
         train, valid = split_valid(train, 0.1, cfg.seed)
     asr_train = asr_subset(train, cfg.asr_unseen_names, cfg.seed)
-    config = seed_config(
-        tok.vocab_size, tok.no_bias_id, cfg.d_model, cfg.ctc_weight, cfg.specaug, cfg.encoder_blocks
-    )
+    config = seed_config(tok.vocab_size, tok.no_bias_id, cfg.d_model, cfg.ctc_weight, cfg.specaug)
     model = build_seaco(config).to(device)
     history: list[dict[str, Any]] = []
 

@@ -75,11 +75,10 @@ def seed_config(
     d: int = 128,
     ctc_weight: float = 0.0,
     specaug: bool = True,
-    encoder_blocks: int = 5,
 ) -> dict[str, Any]:
     """The seed configuration: a few million parameters, same class and layout as the real one.
 
-    Differences from the real model: width ``d`` (real: 512), ``encoder_blocks`` (50),
+    Differences from the real model: width ``d`` (real: 512), 5 encoder blocks (50),
     2 decoder blocks (16), 2 SeACo decoder blocks (6), our vocabulary and NO_BIAS id, and
     optionally a CTC branch on the encoder (``ctc_weight`` > 0; the real model has none):
     training from scratch, it teaches the encoder alignments sooner. ``specaug`` keeps
@@ -87,7 +86,7 @@ def seed_config(
     by ``encode`` in training mode only).
     """
     size = SeacoSize(
-        d=d, encoder_blocks=encoder_blocks, encoder_units=2 * d,
+        d=d, encoder_blocks=5, encoder_units=2 * d,
         decoder_blocks=2, decoder_units=2 * d, seaco_blocks=2, seaco_units=2 * d,
     )  # fmt: skip
     config = seaco_config(size, vocab_size=vocab_size, no_bias=no_bias, train_decoder=False)
