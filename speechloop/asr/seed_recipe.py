@@ -31,10 +31,12 @@ SEED_CORPUS_UPDATE: dict[str, Any] = {
 }
 
 
-def corpus_dir(work_root: Path, preset: str, seed: int) -> Path:
-    """Where the seed's corpus is generated and ingested: named by preset, seed and the
+def corpus_dir(
+    work_root: Path, preset: str, seed: int, update: dict[str, Any] = SEED_CORPUS_UPDATE
+) -> Path:
+    """Where a seed corpus is generated and ingested: named by preset, seed and the
     corpus update, so that a changed recipe never reuses an older corpus."""
-    digest = hashlib.sha256(json.dumps(SEED_CORPUS_UPDATE, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(update, sort_keys=True).encode()).hexdigest()
     return work_root / "bootstrap-asr" / f"{preset}-{seed}-{digest[:8]}"
 
 

@@ -173,17 +173,23 @@ def test_candidates_add_a_transcript_span_only_when_asked():
     text = "please call brakovan tonight"
     named = Utterance("a", feats, tok.encode(text), text, [tok.encode("brakovan")], ["brakovan"])
     plain = Utterance("b", feats, tok.encode("walk the dog"), "walk the dog")
+
+    def spans(span_rate: float, extra_span_rate: float) -> StageConfig:
+        return StageConfig("hotword", span_rate=span_rate, extra_span_rate=extra_span_rate)
+
     rng = random.Random(0)
-    assert candidates(named, tok, rng, 1.0, 0.0) == [tok.encode("brakovan")]
+    assert candidates(named, tok, rng, spans(1.0, 0.0)) == [tok.encode("brakovan")]
     assert rng.random() == random.Random(0).random()
     for seed in range(20):
-        got = candidates(named, tok, random.Random(seed), 0.0, 1.0)
+        got = candidates(named, tok, random.Random(seed), spans(0.0, 1.0))
         assert got[0] == tok.encode("brakovan") and len(got) <= 2
         assert all(_is_sub(tok.encode(text), span) for span in got)
         assert len(got) == len({tuple(s) for s in got})
-    assert any(len(candidates(named, tok, random.Random(s), 0.0, 1.0)) == 2 for s in range(20))
-    assert candidates(plain, tok, random.Random(1), 0.0, 1.0) == []
-    assert any(candidates(plain, tok, random.Random(s), 1.0, 0.0) for s in range(5))
+    assert any(
+        len(candidates(named, tok, random.Random(s), spans(0.0, 1.0))) == 2 for s in range(20)
+    )
+    assert candidates(plain, tok, random.Random(1), spans(0.0, 1.0)) == []
+    assert any(candidates(plain, tok, random.Random(s), spans(1.0, 0.0)) for s in range(5))
 
 
 def test_token_spans_are_runs_of_2_to_5_transcript_tokens():

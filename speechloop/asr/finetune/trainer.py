@@ -130,10 +130,7 @@ class StageTrainer:
             pad([it.hidden for it in items], batch_first=True).to(self.device),
             torch.tensor([it.acoustic.shape[0] for it in items], dtype=torch.int32).to(self.device),
         )
-        cfg = self.cfg
-        cands = [
-            it.candidates(rng, cfg.span_rate, cfg.extra_span_rate, cfg.token_spans) for it in items
-        ]
+        cands = [candidates(it.utt, self.tok, rng, self.cfg) for it in items]
         return self._seaco_step(states, [it.ids for it in items], cands, rng, epoch)
 
     def _naive_step(
@@ -148,11 +145,7 @@ class StageTrainer:
         loss_asr, stats = self._asr_step(utts, rng)
         with self._autocast():
             states = asr_states(self.model, *collate(utts, self.device))
-        cfg = self.cfg
-        cands = [
-            candidates(u, self.tok, rng, cfg.span_rate, cfg.extra_span_rate, cfg.token_spans)
-            for u in utts
-        ]
+        cands = [candidates(u, self.tok, rng, self.cfg) for u in utts]
         loss_hw, hw_stats = self._seaco_step(states, [u.ids for u in utts], cands, rng, epoch)
         return loss_asr + loss_hw, {**stats, **hw_stats}
 
@@ -343,10 +336,7 @@ class StageTrainer:
                     n = int(st.lengths[j])
                     out.append(
                         CachedUtt(
-                            u,
-                            st.acoustic[j, :n].float().cpu(),
-                            st.hidden[j, :n].float().cpu(),
-                            self.tok,
+                            u, st.acoustic[j, :n].float().cpu(), st.hidden[j, :n].float().cpu()
                         )
                     )
         return out
@@ -415,7 +405,6 @@ class CachedUtt:
     utt: Utterance
     acoustic: torch.Tensor
     hidden: torch.Tensor
-    tok: Tokenizer
 
     @property
     def ids(self) -> list[int]:
@@ -427,32 +416,17 @@ class CachedUtt:
         """Length used for batching."""
         return int(self.acoustic.shape[0])
 
-    def candidates(
-        self,
-        rng: random.Random,
-        span_rate: float,
-        extra_span_rate: float = 0.0,
-        token_spans: bool = False,
-    ) -> list[list[int]]:
-        """Hotwords present in this utterance (see :func:`candidates`)."""
-        return candidates(self.utt, self.tok, rng, span_rate, extra_span_rate, token_spans)
-
 
 def candidates(
-    utt: Utterance,
-    tok: Tokenizer,
-    rng: random.Random,
-    span_rate: float,
-    extra_span_rate: float = 0.0,
-    token_spans: bool = False,
+    utt: Utterance, tok: Tokenizer, rng: random.Random, cfg: StageConfig
 ) -> list[list[int]]:
     """Hotwords present in ``utt``: the manifest's, plus a span sampled from the transcript
-    with ``span_rate`` (rows without manifest hotwords) or ``extra_span_rate`` (rows with);
-    ``token_spans``: spans of tokens instead of words (:func:`sample_span`)."""
+    with ``cfg.span_rate`` (rows without manifest hotwords) or ``cfg.extra_span_rate``
+    (rows with); ``cfg.token_spans``: spans of tokens instead of words (:func:`sample_span`)."""
     out = list(utt.hotwords)
-    rate = extra_span_rate if out else span_rate
+    rate = cfg.extra_span_rate if out else cfg.span_rate
     if rate > 0 and rng.random() < rate:
-        span = sample_span(utt, tok, rng, by_tokens=token_spans)
+        span = sample_span(utt, tok, rng, by_tokens=cfg.token_spans)
         if span and span not in out:
             out.append(span)
     return out

@@ -159,15 +159,24 @@ def _known_voice(voice_id: str) -> Voice:
 
 
 @cache
+def _invented(partition_seed: int, count: int) -> tuple[str, ...]:
+    """The first ``count`` invented names of a partition seed (a longer list extends a
+    shorter one: the generator is sequential)."""
+    return tuple(
+        invent_names(
+            count,
+            seed=partition_seed,
+            avoid=frozenset(vocabulary_words()),
+            two_word_every=_TWO_WORD_EVERY,
+        )
+    )
+
+
+@cache
 def name_partition(partition_seed: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """All invented names (display form) split into the seen and held-out orders."""
-    names = invent_names(
-        NAME_UNIVERSE,
-        seed=partition_seed,
-        avoid=frozenset(vocabulary_words()),
-        two_word_every=_TWO_WORD_EVERY,
-    )
-    return tuple(names[0::2]), tuple(names[1::2])
+    names = _invented(partition_seed, NAME_UNIVERSE)
+    return names[0::2], names[1::2]
 
 
 def name_pools(spec: CorpusSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -184,20 +193,9 @@ def extra_names(spec: CorpusSpec) -> tuple[str, ...]:
     few times: the hotword head then learns to copy from its list instead of
     recognising the few names it was trained on (``docs/asr.md``).
     """
-    return _names_after_universe(spec.partition_seed, spec.n_names_extra)
-
-
-@cache
-def _names_after_universe(partition_seed: int, count: int) -> tuple[str, ...]:
-    if count == 0:
+    if spec.n_names_extra == 0:
         return ()
-    names = invent_names(
-        NAME_UNIVERSE + count,
-        seed=partition_seed,
-        avoid=frozenset(vocabulary_words()),
-        two_word_every=_TWO_WORD_EVERY,
-    )
-    return tuple(names[NAME_UNIVERSE:])
+    return _invented(spec.partition_seed, NAME_UNIVERSE + spec.n_names_extra)[NAME_UNIVERSE:]
 
 
 @dataclass(frozen=True)
