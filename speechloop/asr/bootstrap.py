@@ -100,14 +100,21 @@ def train_seed(
     work_dir: Path,
     cfg: BootstrapConfig | None = None,
     *,
+    head_rows: Sequence[AsrRow] = (),
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
 ) -> BootstrapResult:
-    """Train the seed on ``rows`` (split "eval" rows validate). Checkpoints in ``work_dir``."""
+    """Train the seed on ``rows`` (split "eval" rows validate). Checkpoints in ``work_dir``.
+
+    ``head_rows`` join the hotword stage only (training and validation): utterances whose
+    names the ASR stage never heard, so the head learns on the states of an ASR part that
+    mishears the name, as it will at inference on every new hotword. The tokenizer and
+    the CMVN come from ``rows`` alone.
+    """
     import torch
 
     from speechloop.asr.features import Frontend, compute_cmvn, write_am_mvn
-    from speechloop.asr.finetune.data import prepare, read_wave, split_valid
+    from speechloop.asr.finetune.data import prepare, read_wave
     from speechloop.asr.finetune.trainer import StageTrainer, pick_device
 
     cfg = cfg or BootstrapConfig()
@@ -120,15 +127,16 @@ def train_seed(
     work_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device(cfg.device)
     tok = build_tokenizer(rows)
-    train_rows = [r for r in rows if r.split == "train"]
     cmvn_path = work_dir / CMVN_FILE
+    train_rows = [r for r in rows if r.split == "train"]
     write_am_mvn(compute_cmvn(read_wave(r) for r in train_rows[:400]), cmvn_path)
-    utts = prepare(rows, tok, Frontend.from_am_mvn(cmvn_path))
-    train = [u for u, r in zip(utts, rows, strict=True) if r.split == "train"]
-    valid = [u for u, r in zip(utts, rows, strict=True) if r.split == "eval"]
-    if not valid:
-        train, valid = split_valid(train, 0.1, cfg.seed)
-    asr_train = asr_subset(train, cfg.asr_unseen_names, cfg.seed)
+    frontend = Frontend.from_am_mvn(cmvn_path)
+    train, valid = _split(prepare(rows, tok, frontend), rows, cfg.seed)
+    head_train, head_valid = _split(prepare(head_rows, tok, frontend), head_rows, cfg.seed)
+    data = {
+        "asr": (asr_subset(train, cfg.asr_unseen_names, cfg.seed), valid),
+        "hotword": (train + head_train, valid + head_valid),
+    }
     config = seed_config(tok.vocab_size, tok.no_bias_id, cfg.d_model, cfg.ctc_weight, cfg.specaug)
     model = build_seaco(config).to(device)
     history: list[dict[str, Any]] = []
@@ -143,13 +151,24 @@ def train_seed(
             model, tok, stage, seed=cfg.seed, device=device, work_dir=work_dir,
             on_epoch=record, progress=progress,
         )  # fmt: skip
-        result = trainer.run(asr_train if stage.kind == "asr" else train, valid)
+        result = trainer.run(*data[stage.kind])
         summary = {"stage": stage.kind, "summary": True, "best_epoch": result.best_epoch,
                    "best_score": result.best_score, "seconds": round(result.seconds, 1)}  # fmt: skip  # noqa: E501
         history.append(summary)
     model.cpu().eval()
     loaded = LoadedModel(model, tok, config, None, cmvn_path, "seed")
     return BootstrapResult(loaded, history, time.perf_counter() - started)
+
+
+def _split(utts: list[Any], rows: Sequence[AsrRow], seed: int) -> tuple[list[Any], list[Any]]:
+    """(training, validation) utterances by the rows' split; 10% held back if none is "eval"."""
+    from speechloop.asr.finetune.data import split_valid
+
+    train = [u for u, r in zip(utts, rows, strict=True) if r.split == "train"]
+    valid = [u for u, r in zip(utts, rows, strict=True) if r.split == "eval"]
+    if not valid:
+        train, valid = split_valid(train, 0.1, seed)
+    return train, valid
 
 
 def asr_subset(train: Sequence[Any], share: float, seed: int) -> list[Any]:

@@ -41,15 +41,14 @@ class SeacoSize:
     encoder_units: int  # [encoder_conf.linear_units]
     decoder_blocks: int
     decoder_units: int
-    seaco_blocks: int
+    seaco_blocks: int  # [seaco_decoder_conf.num_blocks and att_layer_num]
     seaco_units: int
-    seaco_att_layers: int | None = None  # [seaco_decoder_conf.att_layer_num], if set
 
 
 # The pretrained model's architecture (ModelScope config.yaml of the model in hub.py).
 PRETRAINED_SIZE = SeacoSize(
     d=512, encoder_blocks=50, encoder_units=2048, decoder_blocks=16, decoder_units=2048,
-    seaco_blocks=6, seaco_units=1024, seaco_att_layers=6,
+    seaco_blocks=6, seaco_units=1024,
 )  # fmt: skip
 
 
@@ -79,15 +78,17 @@ def seed_config(
     """The seed configuration: a few million parameters, same class and layout as the real one.
 
     Differences from the real model: width ``d`` (real: 512), 5 encoder blocks (50),
-    2 decoder blocks (16), 2 SeACo decoder blocks (6), our vocabulary and NO_BIAS id, and
+    2 decoder blocks (16), our vocabulary and NO_BIAS id, and
     optionally a CTC branch on the encoder (``ctc_weight`` > 0; the real model has none):
     training from scratch, it teaches the encoder alignments sooner. ``specaug`` keeps
     the real model's SpecAugment (frequency and time masks on the LFR features, applied
-    by ``encode`` in training mode only).
+    by ``encode`` in training mode only). The SeACo decoder has the real model's 6 blocks
+    (funasr builds ``att_layer_num`` of them, 6 unless set, whatever ``num_blocks`` says;
+    the config now names both).
     """
     size = SeacoSize(
         d=d, encoder_blocks=5, encoder_units=2 * d,
-        decoder_blocks=2, decoder_units=2 * d, seaco_blocks=2, seaco_units=2 * d,
+        decoder_blocks=2, decoder_units=2 * d, seaco_blocks=6, seaco_units=2 * d,
     )  # fmt: skip
     config = seaco_config(size, vocab_size=vocab_size, no_bias=no_bias, train_decoder=False)
     config["model_conf"]["ctc_weight"] = ctc_weight
@@ -115,7 +116,6 @@ def seaco_config(
         "src_attention_dropout_rate": 0.1,
         "sanm_shfit": 0,
     }
-    seaco_extra = {} if size.seaco_att_layers is None else {"att_layer_num": size.seaco_att_layers}
     return {
         "model": "SeacoParaformer",
         "model_conf": {
@@ -162,7 +162,7 @@ def seaco_config(
             **sanm_dec,
             "linear_units": size.seaco_units,
             "num_blocks": size.seaco_blocks,
-            **seaco_extra,
+            "att_layer_num": size.seaco_blocks,
             "kernel_size": 21,
             "use_output_layer": False,
             "wo_input_layer": True,

@@ -60,3 +60,18 @@ def test_short_bootstrap_run_learns(rows, tmp_path):
     assert hot[-1]["train_loss_seaco"] < hot[0]["train_loss_seaco"]
     assert np.isfinite(hot[-1]["valid_score"])
     assert (tmp_path / "am.mvn").is_file()
+
+
+def test_head_rows_train_only_the_hotword_stage(rows, tmp_path):
+    """Rows passed as ``head_rows`` join the hotword stage's training set and never the
+    ASR stage's; the tokenizer comes from the main rows alone."""
+    cfg = BootstrapConfig(seed=0, d_model=32, num_threads=2, asr_unseen_names=0.0)
+    cfg = cfg.quick(asr_epochs=1, hotword_epochs=1)
+    main, head = rows[:16], rows[16:]
+    result = train_seed(main, tmp_path, cfg, head_rows=head, progress=False)
+    by_stage = {h["stage"]: h for h in result.history if "utterances" in h}
+    n_main = sum(r.split == "train" for r in main)
+    assert by_stage["asr"]["utterances"] == n_main
+    assert by_stage["hotword"]["utterances"] == n_main + sum(r.split == "train" for r in head)
+    alone = train_seed(main, tmp_path / "alone", cfg, progress=False)
+    assert result.loaded.tokenizer.tokens == alone.loaded.tokenizer.tokens

@@ -134,3 +134,18 @@ def test_specaugment_is_configured_and_masks_in_training_only():
         a, _ = with_aug.encode(feats, lengths)
         b, _ = without.encode(feats, lengths)
     assert torch.equal(a, b)
+
+
+def test_seed_config_builds_the_seaco_blocks_it_names():
+    """The SeACo decoder has as many attention blocks as its config names (funasr builds
+    ``att_layer_num`` of them, not ``num_blocks``), and the shipped seed loads with the
+    config written today."""
+    tok = Tokenizer.build(["abc def"])
+    config = seed_config(tok.vocab_size, tok.no_bias_id, d=32)
+    conf = config["seaco_decoder_conf"]
+    model = build_seaco(config)
+    assert len(model.seaco_decoder.decoders) == conf["num_blocks"] == conf["att_layer_num"]
+    from speechloop.asr.bootstrap import SEED_DIR
+
+    shipped = load_from_dir(SEED_DIR)
+    assert len(shipped.model.seaco_decoder.decoders) == conf["num_blocks"]

@@ -78,6 +78,26 @@ def test_extra_names_reach_only_seen_pool_batches_and_share_no_word() -> None:
     assert not _names(held, "asr/batches") & extra
 
 
+def test_head_pool_names_are_their_own_and_reach_no_other_batch() -> None:
+    """Head-only names (``n_names_head``, pool "head") follow the extra names: disjoint
+    from them and from every partition name (no shared word); head-pool batches use
+    seen voices and only those names; seen-pool batches never carry them."""
+    from speechloop.data.synth.spec import extra_names, head_names, name_partition
+
+    spec = CorpusSpec(batches=2, asr_per_batch=80, n_names_extra=200, n_names_head=150)
+    head = {n.lower() for n in head_names(spec)}
+    extra = {n.lower() for n in extra_names(spec)}
+    assert len(head) == 150 and not head & extra
+    seen_all, held_all = name_partition(spec.partition_seed)
+    words = lambda names: {w.lower() for n in names for w in n.split()}  # noqa: E731
+    assert not words(head) & words(seen_all + held_all)
+    seen_sets = plan_corpus(spec)
+    assert not _names(seen_sets, "asr") & head
+    head_sets = plan_corpus(spec.updated({"pool": "head", "with_eval": False}))
+    assert _names(head_sets, "asr/batches") <= head and _names(head_sets, "asr/batches")
+    assert _ids(head_sets, "asr/batches") <= {v.id for v in voice_pools(spec)[0]}
+
+
 def test_heldout_pool_batches_use_only_heldout_and_avoid_eval_sentences() -> None:
     """Fine-tuning batches: held-out voices/names, never a sentence of the eval sets."""
     spec = CorpusSpec.preset("finetune").updated({"batches": 2, "asr_per_batch": 80})

@@ -314,6 +314,7 @@ class StageTrainer:
         record: dict[str, Any] = {
             "epoch": epoch,
             "stage": self.cfg.kind,
+            "utterances": len(items),
             "lr": sched.get_last_lr()[0],
         }
         record.update({f"train_{k}": round(v / max(1, len(groups)), 5) for k, v in sums.items()})

@@ -15,9 +15,11 @@ Stable public API (import from ``speechloop.data.synth``)::
   variation, formats) and ``partition_seed`` (which voices and names are seen/held-out,
   and the golden eval sets; keep it fixed across bootstrap, fine-tuning, evaluation);
   ``n_voices_seen/n_voices_heldout`` or explicit ``voices_seen/voices_heldout`` ids;
-  ``n_names_seen/n_names_heldout``; ``pool`` ("seen" | "heldout": what batches draw
-  from); ``batch_prefix``, ``first_batch``, ``batches``, ``asr_per_batch``,
-  ``spk_per_batch``, ``asr_voices`` (cap); ``hotword_rate``, ``two_name_rate``,
+  ``n_names_seen/n_names_heldout``; ``n_names_extra`` (training-only names of the
+  seen pool); ``n_names_head`` (names of the "head" pool only); ``pool`` ("seen" |
+  "heldout" | "head": what batches draw from; "head" is seen voices with the head-only
+  names, for the seed's hotword stage); ``batch_prefix``, ``first_batch``, ``batches``,
+  ``asr_per_batch``, ``spk_per_batch``, ``asr_voices`` (cap); ``hotword_rate``, ``two_name_rate``,
   ``valid_fraction`` (batch rows with ``"split": "eval"``, for validation);
   ``with_eval``, ``asr_eval_golden``, ``asr_eval_seen``, ``spk_eval_utts`` (per
   speaker); ``rate_range``, ``pitch_range_st``, ``noise_prob``, ``noise_kinds``,

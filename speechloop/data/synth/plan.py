@@ -22,7 +22,13 @@ import numpy as np
 from speechloop.data.synth.grammar import Sentence, make_sentence
 from speechloop.data.synth.render import AudioFormat, NoiseKind, RenderJob
 from speechloop.data.synth.seeding import rng_for
-from speechloop.data.synth.spec import CorpusSpec, extra_names, name_pools, voice_pools
+from speechloop.data.synth.spec import (
+    CorpusSpec,
+    extra_names,
+    head_names,
+    name_pools,
+    voice_pools,
+)
 from speechloop.data.synth.voices import Voice
 from speechloop.data.types import Trial
 
@@ -150,6 +156,8 @@ def _pool(spec: CorpusSpec) -> tuple[tuple[Voice, ...], tuple[str, ...]]:
     """The voices and names the batches draw from."""
     seen_v, held_v = voice_pools(spec)
     seen_n, held_n = name_pools(spec)
+    if spec.pool == "head":
+        return seen_v, head_names(spec)
     return (seen_v, seen_n + extra_names(spec)) if spec.pool == "seen" else (held_v, held_n)
 
 

@@ -25,7 +25,7 @@ from speechloop.data.synth.names import invent_names
 from speechloop.data.synth.voices import Voice, partition_voices, voice_by_id
 
 PresetName = Literal["tiny", "demo", "bootstrap", "finetune"]
-Pool = Literal["seen", "heldout"]
+Pool = Literal["seen", "heldout", "head"]
 NoiseName = Literal["white", "pink", "babble"]
 Range = tuple[float, float]
 
@@ -49,6 +49,9 @@ class CorpusSpec(BaseModel):
     n_names_heldout: int = Field(default=20, ge=1, le=NAME_UNIVERSE // 2)
     n_names_extra: int = Field(
         default=0, ge=0, le=20_000, description="training-only names (seen-pool batches)"
+    )
+    n_names_head: int = Field(
+        default=0, ge=0, le=20_000, description="names only in head-pool batches"
     )
     pool: Pool = Field(default="seen", description="voices and names the batches draw from")
     batch_prefix: str = Field(default="synth", pattern=r"^[a-z0-9][a-z0-9_-]{0,40}$")
@@ -196,6 +199,19 @@ def extra_names(spec: CorpusSpec) -> tuple[str, ...]:
     if spec.n_names_extra == 0:
         return ()
     return _invented(spec.partition_seed, NAME_UNIVERSE + spec.n_names_extra)[NAME_UNIVERSE:]
+
+
+def head_names(spec: CorpusSpec) -> tuple[str, ...]:
+    """``n_names_head`` names for the "head" pool's batches, after the extra names.
+
+    The seed's ASR stage never hears them; its hotword stage trains on them, so that the
+    head learns on the states of an ASR part that does not know the name, as it will meet
+    every new hotword at inference (``docs/asr.md``).
+    """
+    start = NAME_UNIVERSE + spec.n_names_extra
+    if spec.n_names_head == 0:
+        return ()
+    return _invented(spec.partition_seed, start + spec.n_names_head)[start:]
 
 
 @dataclass(frozen=True)
