@@ -17,7 +17,11 @@ voices and names; forgetting) and on the new data (the "golden" eval set of the 
 spec: held-out voices and names, never in the fine-tuning batches' sentences), each
 without hotwords and with each utterance's hotwords, and hotword recall.
 
-    .venv/bin/python -m benchmarks.bench_asr_finetune [--epochs 6] [--lr 5e-4]
+    .venv/bin/python -m benchmarks.bench_asr_finetune [--epochs 6] [--lr 5e-4] [--replay N]
+
+``--replay N``: both arms also train on N rows of the old data (a fixed sample of the
+seed's own training rows, from the corpus ``speechloop bootstrap asr`` made), as a
+retraining flow that mixes older batches into new ones would.
 
 Results: ``benchmarks/results/asr_finetune.json`` (table in docs/asr.md).
 """
@@ -70,6 +74,28 @@ def new_data(work: Path, seed: int, rows_per_batch: int) -> tuple[list[Any], lis
     return asr_rows, old, new
 
 
+def replay_rows(count: int, seed: int) -> list[Any]:
+    """``count`` training rows of the seed's corpus (old voices, old names), sampled by seed."""
+    import random
+
+    from speechloop.asr.seed_recipe import SEED_HEAD_UPDATE, corpus_dir, split_head_rows
+    from speechloop.config import get_settings
+    from speechloop.data.dataset import read_local_rows
+    from speechloop.data.types import AsrRow
+
+    batches = corpus_dir(Path(get_settings().work_dir), "bootstrap", 0) / "data" / "asr" / "batches"
+    if not batches.is_dir():
+        raise SystemExit(f"no seed corpus at {batches}: run `speechloop bootstrap asr` first")
+    rows = [
+        row
+        for batch in sorted(b for b in batches.iterdir() if (b / "manifest.jsonl").exists())
+        for row in read_local_rows(batch, "asr")
+        if isinstance(row, AsrRow) and row.split == "train"
+    ]
+    old, _ = split_head_rows(rows, SEED_HEAD_UPDATE)
+    return random.Random(seed).sample(old, min(count, len(old)))
+
+
 def evaluate(loaded: Any, old: list[Any], new: list[Any]) -> dict[str, Any]:
     """CER / hotword recall on old and new data, without and with hotwords."""
     from speechloop.asr.evaluation import evaluate_rows
@@ -102,10 +128,12 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=SEED_DIR, help="starting model directory")
     ap.add_argument("--hotword-lr-factor", type=float, default=10.0, help="stage 2 lr / lr")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results file")
+    ap.add_argument("--replay", type=int, default=0, help="old-data rows mixed into training")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     rows, old, new = new_data(args.work, args.seed, args.rows_per_batch)
+    rows = rows + replay_rows(args.replay, args.seed) if args.replay else rows
     seed_model = load_from_dir(args.model, version="seed")
     results: dict[str, Any] = {"seed": evaluate(seed_model, old, new)}
     arms = {
@@ -131,12 +159,13 @@ def main() -> None:
         "what": "naive vs two-stage fine-tuning from the seed on new voices and new hotwords",
         "train_rows": len(rows), "old_eval_rows": len(old), "new_eval_rows": len(new),
         "epochs": args.epochs, "lr": args.lr, "stage2_lr": args.lr * args.hotword_lr_factor,
-        "seed": args.seed,
+        "seed": args.seed, "replay_rows": args.replay,
         "results": results, "train_seconds": timings,
         "seconds": round(time.perf_counter() - started, 1),
         "machine": {"threads": args.threads, "platform": platform.platform()},
         "command": f"python -m benchmarks.bench_asr_finetune --epochs {args.epochs} --lr {args.lr} "
-        f"--threads {args.threads} --hotword-lr-factor {args.hotword_lr_factor}",
+        f"--threads {args.threads} --hotword-lr-factor {args.hotword_lr_factor} "
+        f"--replay {args.replay}",
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_results(args.out, doc)
