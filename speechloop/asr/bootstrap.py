@@ -7,7 +7,8 @@ in ``docs/asr.md``. In short, what makes the hotword head bias instead of collap
 to NO_BIAS: syllable-piece tokens (a name is ~4 tokens from a few hundred shared
 units, see :mod:`speechloop.asr.tokenizer`), many distinct training names, batch lists
 mixing true hotwords with distractors and leaving some true ones out (labels NO_BIAS
-then), and many cheap epochs of the head on the cached ASR outputs.
+then), many cheap epochs of the head on the cached ASR outputs, and utterances whose
+names the ASR stage never heard (``head_rows``), where the head learns to correct it.
 
 Deterministic by seed on one machine type (CPU or one GPU model).
 """
