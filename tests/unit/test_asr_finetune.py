@@ -252,3 +252,17 @@ def test_two_stage_config_sets_the_stage2_learning_rate_factor():
     assert default.stages[1].lr == pytest.approx(1e-3)
     assert FinetuneConfig.two_stage(3, 1e-4, hotword_lr_factor=1).stages[1].lr == 1e-4
     assert FinetuneConfig.from_dict(default.to_dict()) == default
+
+
+def test_state_noise_is_a_share_of_each_vectors_rms():
+    """``StageConfig.state_noise``: the noise added to a cached state vector is that share
+    of the vector's RMS, whatever its scale; a share of 0 leaves states untouched."""
+    from speechloop.asr.finetune.trainer import _noisy
+
+    x = torch.randn(2, 400, 64) * torch.tensor([1.0, 10.0]).view(2, 1, 1)
+    torch.manual_seed(0)
+    noise = _noisy(x, 0.3) - x
+    for b in range(2):
+        ratio = noise[b].pow(2).mean().sqrt() / x[b].pow(2).mean().sqrt()
+        assert abs(float(ratio) - 0.3) < 0.03
+    assert torch.equal(_noisy(x, 0.0), x)

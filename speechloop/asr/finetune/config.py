@@ -42,6 +42,9 @@ class StageConfig:
     span_rate: float = 0.5  # rows without manifest hotwords: chance of a sampled span
     extra_span_rate: float = 0.0  # rows with manifest hotwords: chance of one more, sampled
     token_spans: bool = False  # sampled spans: any 2-5 tokens (funasr's way) instead of words
+    # Gaussian noise on the cached ASR states in training, as a share of each state
+    # vector's RMS: the head sees each utterance's states a little differently each epoch
+    state_noise: float = 0.0
 
 
 @dataclass(frozen=True)

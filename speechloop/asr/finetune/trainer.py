@@ -130,6 +130,12 @@ class StageTrainer:
             pad([it.hidden for it in items], batch_first=True).to(self.device),
             torch.tensor([it.acoustic.shape[0] for it in items], dtype=torch.int32).to(self.device),
         )
+        if self.model.training and self.cfg.state_noise > 0:
+            states = AsrStates(
+                _noisy(states.acoustic, self.cfg.state_noise),
+                _noisy(states.hidden, self.cfg.state_noise),
+                states.lengths,
+            )
         cands = [candidates(it.utt, self.tok, rng, self.cfg) for it in items]
         return self._seaco_step(states, [it.ids for it in items], cands, rng, epoch)
 
@@ -416,6 +422,14 @@ class CachedUtt:
     def feats_len(self) -> int:
         """Length used for batching."""
         return int(self.acoustic.shape[0])
+
+
+def _noisy(x: Any, share: float) -> Any:
+    """``x`` plus Gaussian noise of ``share`` times each vector's RMS (torch's RNG)."""
+    import torch
+
+    rms = x.pow(2).mean(-1, keepdim=True).sqrt()
+    return x + torch.randn_like(x) * rms * share
 
 
 def candidates(
