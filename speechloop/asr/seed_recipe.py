@@ -30,16 +30,16 @@ SEED_CORPUS_UPDATE: dict[str, Any] = {
     "batches": 30,
 }
 
-#: Hotword-stage-only batches for the seed: seen voices, 2,000 more names that the ASR
+#: Hotword-stage-only batches for the seed: seen voices, 4,000 more names that the ASR
 #: stage never hears (the "head" pool), one or two in every utterance. The head trains on
 #: the main corpus and on these; on the main corpus alone it memorised the utterances it
 #: trained on (teacher-forced name-token accuracy 0.98 there, 0.32 on held-out names).
 SEED_HEAD_UPDATE: dict[str, Any] = {
     "pool": "head",
-    "n_names_head": 2000,
+    "n_names_head": 4000,
     "hotword_rate": 1.0,
     "batch_prefix": "hwboot",
-    "batches": 20,
+    "batches": 40,
     "with_eval": False,
 }
 
