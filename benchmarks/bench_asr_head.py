@@ -87,6 +87,12 @@ def row_sets(work: Path, sample: int) -> dict[str, list[Any]]:
     }
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results files name no machine)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path.name
+
+
 def main() -> None:
     """Measure every set and write the results file."""
     import torch
@@ -116,7 +122,7 @@ def main() -> None:
         print(name, fig)
     doc = {
         "benchmark": "asr_head",
-        "model": str(args.model),
+        "model": _shown(args.model),
         "sets": sets,
         "command": "python -m benchmarks.bench_asr_head",
     }
