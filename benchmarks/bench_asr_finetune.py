@@ -43,12 +43,12 @@ RESULTS = Path(__file__).resolve().parent / "results" / "asr_finetune.json"
 
 def new_data(work: Path, seed: int, rows_per_batch: int) -> tuple[list[Any], list[Any], list[Any]]:
     """Fine-tuning rows, old-data eval rows (seen set), new-data eval rows (golden set)."""
+    from speechloop.asr.seed_recipe import ingested_rows
     from speechloop.config import get_settings
     from speechloop.data.dataset import load_asr_eval_set
     from speechloop.data.ingest import Ingestor
     from speechloop.data.synth.corpus import generate_corpus
     from speechloop.data.synth.spec import CorpusSpec
-    from speechloop.data.types import AsrRow
     from speechloop.storage.local import LocalStore
 
     spec = CorpusSpec.preset("finetune").model_copy(
@@ -58,17 +58,8 @@ def new_data(work: Path, seed: int, rows_per_batch: int) -> tuple[list[Any], lis
     store = LocalStore(work / "store")
     generate_corpus(store, "speech-data", spec, progress=True)
     settings = get_settings()
-    rows = list(Ingestor(store, "speech-data", work / "data", "asr", settings).run().rows)
-    if not rows:
-        from speechloop.data.dataset import read_local_rows
-
-        for batch in sorted(
-            b
-            for b in (work / "data" / "asr" / "batches").iterdir()
-            if (b / "manifest.jsonl").exists()
-        ):
-            rows.extend(read_local_rows(batch, "asr"))
-    asr_rows = [r for r in rows if isinstance(r, AsrRow)]
+    Ingestor(store, "speech-data", work / "data", "asr", settings).run()
+    asr_rows = ingested_rows(work)
     old = load_asr_eval_set(store, "speech-data", "seen", work / "data", settings)
     new = load_asr_eval_set(store, "speech-data", "golden", work / "data", settings)
     return asr_rows, old, new
@@ -78,20 +69,18 @@ def replay_rows(count: int, seed: int) -> list[Any]:
     """``count`` training rows of the seed's corpus (old voices, old names), sampled by seed."""
     import random
 
-    from speechloop.asr.seed_recipe import SEED_HEAD_UPDATE, corpus_dir, split_head_rows
+    from speechloop.asr.seed_recipe import (
+        SEED_HEAD_UPDATE,
+        corpus_dir,
+        ingested_rows,
+        split_head_rows,
+    )
     from speechloop.config import get_settings
-    from speechloop.data.dataset import read_local_rows
-    from speechloop.data.types import AsrRow
 
-    batches = corpus_dir(Path(get_settings().work_dir), "bootstrap", 0) / "data" / "asr" / "batches"
-    if not batches.is_dir():
-        raise SystemExit(f"no seed corpus at {batches}: run `speechloop bootstrap asr` first")
-    rows = [
-        row
-        for batch in sorted(b for b in batches.iterdir() if (b / "manifest.jsonl").exists())
-        for row in read_local_rows(batch, "asr")
-        if isinstance(row, AsrRow) and row.split == "train"
-    ]
+    work = corpus_dir(Path(get_settings().work_dir), "bootstrap", 0)
+    rows = [r for r in ingested_rows(work) if r.split == "train"]
+    if not rows:
+        raise SystemExit(f"no seed corpus at {work}: run `speechloop bootstrap asr` first")
     old, _ = split_head_rows(rows, SEED_HEAD_UPDATE)
     return random.Random(seed).sample(old, min(count, len(old)))
 

@@ -65,17 +65,14 @@ def name_accuracy(loaded: Any, frontend: Any, rows: list[Any]) -> dict[str, floa
 
 def row_sets(work: Path, sample: int) -> dict[str, list[Any]]:
     """Training rows (a sample each of the main and the head-only batches) and eval sets."""
-    from speechloop.asr.seed_recipe import SEED_HEAD_UPDATE, eval_rows, split_head_rows
-    from speechloop.data.dataset import read_local_rows
-    from speechloop.data.types import AsrRow
+    from speechloop.asr.seed_recipe import (
+        SEED_HEAD_UPDATE,
+        eval_rows,
+        ingested_rows,
+        split_head_rows,
+    )
 
-    batches = work / "data" / "asr" / "batches"
-    rows = [
-        row
-        for batch in sorted(b for b in batches.iterdir() if (b / "manifest.jsonl").exists())
-        for row in read_local_rows(batch, "asr")
-        if isinstance(row, AsrRow) and row.split == "train" and row.hotwords
-    ]
+    rows = [r for r in ingested_rows(work) if r.split == "train" and r.hotwords]
     main, head = split_head_rows(rows, SEED_HEAD_UPDATE)
     random.Random(0).shuffle(main)
     random.Random(0).shuffle(head)

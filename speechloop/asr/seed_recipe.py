@@ -71,7 +71,6 @@ def corpus_rows(
     With ``head_update``, the hotword-stage-only batches are generated into the same
     store too; their rows are among the train rows (:func:`split_head_rows` picks them)."""
     from speechloop.config import get_settings
-    from speechloop.data.dataset import read_local_rows
     from speechloop.data.ingest import Ingestor
     from speechloop.data.synth.corpus import generate_corpus
     from speechloop.data.synth.spec import CorpusSpec
@@ -85,13 +84,23 @@ def corpus_rows(
         generate_corpus(store, bucket, spec.updated(head_update), progress=True)
     Ingestor(store, bucket, work_dir / "data", "asr", get_settings()).run()
     # every ingested batch, also those an earlier run ingested (run() returns new ones only)
+    return ingested_rows(work_dir), eval_rows(work_dir, eval_set)
+
+
+def ingested_rows(work_dir: Path) -> list[Any]:
+    """The ASR rows of every batch ingested under ``work_dir``, in batch-id order."""
+    from speechloop.data.dataset import read_local_rows
+    from speechloop.data.types import AsrRow
+
     batches = work_dir / "data" / "asr" / "batches"
-    rows = [
+    if not batches.is_dir():
+        return []
+    return [
         row
         for batch in sorted(b for b in batches.iterdir() if (b / "manifest.jsonl").exists())
         for row in read_local_rows(batch, "asr")
+        if isinstance(row, AsrRow)
     ]
-    return rows, eval_rows(work_dir, eval_set)
 
 
 def split_head_rows(rows: list[Any], head_update: dict[str, Any]) -> tuple[list[Any], list[Any]]:
