@@ -96,6 +96,8 @@ def test_head_pool_names_are_their_own_and_reach_no_other_batch() -> None:
     head_sets = plan_corpus(spec.updated({"pool": "head", "with_eval": False}))
     assert _names(head_sets, "asr/batches") <= head and _names(head_sets, "asr/batches")
     assert _ids(head_sets, "asr/batches") <= {v.id for v in voice_pools(spec)[0]}
+    with pytest.raises(ValidationError, match="n_names_head"):
+        spec.updated({"pool": "head", "n_names_head": 0})
 
 
 def test_heldout_pool_batches_use_only_heldout_and_avoid_eval_sentences() -> None:

@@ -92,6 +92,8 @@ class CorpusSpec(BaseModel):
             raise ValueError("spk_eval_utts must be 0 or at least 2 (target trials need pairs)")
         if self.noise_prob > 0 and not self.noise_kinds:
             raise ValueError("noise_prob > 0 needs at least one noise kind")
+        if self.pool == "head" and self.n_names_head == 0:
+            raise ValueError('pool "head" needs n_names_head > 0 (its batches use only those)')
         seen, held = voice_pools(self)
         if {v.id for v in seen} & {v.id for v in held}:
             raise ValueError("voices_seen and voices_heldout overlap")
@@ -196,9 +198,7 @@ def extra_names(spec: CorpusSpec) -> tuple[str, ...]:
     few times: the hotword head then learns to copy from its list instead of
     recognising the few names it was trained on (``docs/asr.md``).
     """
-    if spec.n_names_extra == 0:
-        return ()
-    return _invented(spec.partition_seed, NAME_UNIVERSE + spec.n_names_extra)[NAME_UNIVERSE:]
+    return _names_after(spec.partition_seed, NAME_UNIVERSE, spec.n_names_extra)
 
 
 def head_names(spec: CorpusSpec) -> tuple[str, ...]:
@@ -208,10 +208,12 @@ def head_names(spec: CorpusSpec) -> tuple[str, ...]:
     head learns on the states of an ASR part that does not know the name, as it will meet
     every new hotword at inference (``docs/asr.md``).
     """
-    start = NAME_UNIVERSE + spec.n_names_extra
-    if spec.n_names_head == 0:
-        return ()
-    return _invented(spec.partition_seed, start + spec.n_names_head)[start:]
+    return _names_after(spec.partition_seed, NAME_UNIVERSE + spec.n_names_extra, spec.n_names_head)
+
+
+def _names_after(partition_seed: int, start: int, count: int) -> tuple[str, ...]:
+    """``count`` invented names of the partition's sequence from position ``start``."""
+    return _invented(partition_seed, start + count)[start:] if count else ()
 
 
 @dataclass(frozen=True)
