@@ -6,7 +6,9 @@ ASR manifest (default: the demo store's ``asr/eval/golden``), exports the model 
 at a time (no batch padding, so any difference is the runtime's) three ways: funasr's torch
 inference path (``encode``, ``calc_predictor``, ``_seaco_decode_with_ASF``, greedy), the
 float ONNX graphs and the int8 ONNX graphs, without hotwords and with each utterance's own
-hotwords. Reports exact token-sequence agreement with torch, CER and hotword recall of each.
+hotwords. Then the two ONNX engines once more through their batch call (runs of 2 clips,
+as the service calls them). Reports exact token-sequence agreement with torch (and, for
+the batched runs, with the same engine one clip at a time), CER and hotword recall of each.
 
 Run: ``.venv/bin/python -m benchmarks.bench_asr_onnx_parity [MODEL_DIR] [MANIFEST]``.
 Writes ``benchmarks/results/asr_onnx_parity.json``.
@@ -88,15 +90,19 @@ def main(argv: list[str]) -> int:
     refs = [r["text"] for r in rows]
     own = [list(r.get("hotwords") or []) for r in rows]
     report: dict[str, Any] = {"model": _shown(model_dir), "utterances": len(rows)}
+    waves = [sf.read(row["path"], dtype="float32")[0] for row in rows]
     for mode in ("none", "own"):
         ids: dict[str, list[list[int]]] = {"torch": [], "onnx": [], "onnx_int8": []}
-        for row, words in zip(rows, own, strict=True):
-            wave = sf.read(row["path"], dtype="float32")[0]
-            use = words if mode == "own" else []
+        lists = [words if mode == "own" else [] for words in own]
+        for wave, use in zip(waves, lists, strict=True):
             hw = [*map(tok.encode, use), [model.sos]] if use else None
             ids["torch"].append(_torch_tokens(model, fe, wave, hw))
             for name, asr in engines.items():
                 ids[name].append(asr.transcribe(wave, use).token_ids)
+        # the serving path's batch call (runs of 2 clips): padding, and for int8 one
+        # dynamic activation scale shared by the clips of a run
+        for name, asr in engines.items():
+            ids[f"{name}_batched"] = [r.token_ids for r in asr.transcribe_batch(waves, lists)]
         for name, seqs in ids.items():
             hyps = [tok.decode(s) for s in seqs]
             scores = score_corpus(refs, hyps, own).as_dict()
@@ -112,6 +118,11 @@ def main(argv: list[str]) -> int:
                 "cer": round(scores["cer"] or 0.0, 4),
                 "hotword_recall": scores["hotword_recall"],
             }
+            if name.endswith("_batched"):
+                alone = ids[name.removesuffix("_batched")]
+                report[f"{mode}/{name}"]["utterances_identical_to_one_at_a_time"] = sum(
+                    a == b for a, b in zip(seqs, alone, strict=True)
+                )
             print(mode, name, report[f"{mode}/{name}"], flush=True)
     report["date_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     report["command"] = ".venv/bin/python -m benchmarks.bench_asr_onnx_parity"

@@ -260,6 +260,11 @@ def export_onnx(model: Any, out_dir: Path | str, *, quantize: bool = False) -> P
 def quantize_int8(directory: Path | str) -> tuple[Path, Path]:
     """Dynamic int8 quantisation of both graphs (weights of MatMul/Gemm to int8).
 
+    Weights are signed int8 per output channel and activations unsigned (U8S8): that is
+    the pair the x86 VNNI / AMX kernels of onnxruntime take. Unsigned weights (U8U8)
+    fall back to a slower kernel: on the full-size model they ran no faster than float
+    (``docs/results-asr-speed.md``).
+
     The hotword encoder's LSTM and the output projections stay float (as funasr's
     exporter excludes ``output`` and ``bias_encoder`` nodes): they are small and the
     most sensitive to rounding. Writes ``model_quant.onnx`` and ``model_eb_quant.onnx``.
@@ -280,7 +285,7 @@ def quantize_int8(directory: Path | str) -> tuple[Path, Path]:
             op_types_to_quantize=["MatMul"],
             per_channel=True,
             reduce_range=False,
-            weight_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
         )
         written.append(dst)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from speechloop.cli.common import exit_for
-from speechloop.errors import InvalidInput, SpeechloopError
+from speechloop.errors import InvalidInput, NotFound, SpeechloopError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -53,14 +53,22 @@ def transcribe(
         list[str] | None, typer.Option("--hotword", "-w", help="a hotword (repeatable; phrases ok)")
     ] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="use the ONNX runtime path")] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="with --onnx: the int8 graphs (faster on CPU)")
+    ] = False,
     model_dir: ModelDir = None,
     version: Version = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Transcribe audio files with optional hotwords."""
     try:
+        if int8 and not onnx:
+            raise InvalidInput("--int8 needs --onnx (the int8 graphs are ONNX only)")
         directory, label = resolve_model_dir(model_dir, version)
-        results = (_onnx_transcribe if onnx else _torch_transcribe)(directory, files, hotword)
+        if onnx:
+            results = _onnx_transcribe(directory, files, hotword, quantized=int8)
+        else:
+            results = _torch_transcribe(directory, files, hotword)
     except SpeechloopError as exc:
         raise exit_for(exc) from exc
     for path, res in zip(files, results, strict=True):
@@ -96,15 +104,17 @@ def _torch_transcribe(
 
 
 def _onnx_transcribe(
-    directory: Path, files: list[Path], hotwords: list[str] | None
+    directory: Path, files: list[Path], hotwords: list[str] | None, *, quantized: bool
 ) -> list[dict[str, Any]]:
     """Transcribe with onnxruntime; exports the model once into the work dir if needed."""
     from speechloop.asr.onnx_infer import OnnxSeacoAsr
     from speechloop.audio import decode_audio
 
-    onnx_dir = onnx_dir_for(directory)
+    onnx_dir = onnx_dir_for(directory, quantized=quantized)
     asr = OnnxSeacoAsr(
-        onnx_dir, cmvn_file=directory / "am.mvn" if (directory / "am.mvn").is_file() else None
+        onnx_dir,
+        cmvn_file=directory / "am.mvn" if (directory / "am.mvn").is_file() else None,
+        quantized=quantized,
     )
     out = []
     for path in files:
@@ -117,21 +127,29 @@ def _onnx_transcribe(
     return out
 
 
-def onnx_dir_for(directory: Path) -> Path:
-    """ONNX graphs of a model directory: its own, else exported once into the work dir."""
+def onnx_dir_for(directory: Path, *, quantized: bool = False) -> Path:
+    """ONNX graphs of a model directory (with ``quantized``, its int8 graphs too): its
+    own, else exported once into the work dir."""
     import hashlib
     import shutil
 
     from speechloop.asr.model import load_from_dir
-    from speechloop.asr.onnx_export import export_onnx
+    from speechloop.asr.onnx_export import MODEL_FILE, QUANT_SUFFIX, export_onnx, quantize_int8
     from speechloop.config import get_settings
 
-    if (directory / "onnx_meta.json").is_file():
+    int8_file = MODEL_FILE.replace(".onnx", QUANT_SUFFIX + ".onnx")
+    if (directory / "onnx_meta.json").is_file() and (
+        not quantized or (directory / int8_file).is_file()
+    ):
         return directory
+    if not (directory / "model.pt").is_file():
+        raise NotFound(f"{directory} has neither {int8_file} nor model.pt to export it from")
     digest = hashlib.sha256((directory / "model.pt").read_bytes()).hexdigest()[:16]
     out = Path(get_settings().work_dir) / "onnx" / digest
     if not (out / "onnx_meta.json").is_file():
-        export_onnx(load_from_dir(directory).model, out)
+        export_onnx(load_from_dir(directory).model, out, quantize=quantized)
+    elif quantized and not (out / int8_file).is_file():
+        quantize_int8(out)
     shutil.copyfile(directory / "tokens.json", out / "tokens.json")
     return out
 

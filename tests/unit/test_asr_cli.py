@@ -51,3 +51,23 @@ def test_unrepresentable_hotword_is_a_clear_error(clip):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "Zoë" in result.output
+
+
+def test_onnx_paths_transcribe_like_torch(clip, tmp_path, monkeypatch):
+    """--onnx gives the torch path's text on the seed (float graphs are exact); --onnx
+    --int8 exports the int8 graphs beside them and transcribes; --int8 alone is refused."""
+    if not (SEED_DIR / "model.pt").is_file():
+        pytest.skip("no shipped seed")
+    monkeypatch.setenv("SPEECHLOOP_WORK_DIR", str(tmp_path))
+    base = ["asr", "transcribe", str(clip), "--hotword", "brakovan",
+            "--model-dir", str(SEED_DIR), "--json"]  # fmt: skip
+    texts = {}
+    for name, extra in {"torch": [], "onnx": ["--onnx"], "int8": ["--onnx", "--int8"]}.items():
+        result = CliRunner().invoke(app, [*base, *extra])
+        assert result.exit_code == 0, result.output
+        texts[name] = json.loads(result.output.strip().splitlines()[-1])["text"]
+    assert texts["onnx"] == texts["torch"]
+    assert texts["int8"]
+    assert list(tmp_path.glob("onnx/*/model_quant.onnx")), "int8 graphs not written"
+    refused = CliRunner().invoke(app, [*base, "--int8"])
+    assert refused.exit_code == 2 and "--int8 needs --onnx" in refused.output

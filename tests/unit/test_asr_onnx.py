@@ -211,6 +211,19 @@ def test_int8_variant_agrees_with_float(setup: dict[str, Any]) -> None:
     assert total > 0 and same / total >= 0.5, (same, total)
 
 
+def test_int8_weights_are_signed(setup: dict[str, Any]) -> None:
+    """The int8 graphs store MatMul weights as signed int8 (what onnxruntime's VNNI / AMX
+    kernels take; uint8 weights ran no faster than float) and keep the output layer float."""
+    import onnx
+
+    graph = onnx.load(str(setup["dir"] / "model_quant.onnx")).graph
+    kinds = {init.name: init.data_type for init in graph.initializer}
+    quantised = [n for n in kinds if n.endswith("_quantized")]
+    assert quantised, "no quantised weights in the int8 graph"
+    assert all(kinds[n] == onnx.TensorProto.INT8 for n in quantised), quantised
+    assert any("output_layer" in n.name and n.op_type == "MatMul" for n in graph.node)
+
+
 def test_timestamps_match_funasr() -> None:
     """token_timestamps equals funasr's ts_prediction_lfr6_standard on random CIF weights,
     both when the fire count matches the tokens and when it must be re-normalised."""
