@@ -40,7 +40,7 @@ SEED_ASR_STAGE = StageConfig(
 SEED_HOTWORD_STAGE = StageConfig(
     "hotword", epochs=24, lr=3e-3, warmup_steps=30, batch_size=32, patience=8,
     list_size=8, easy_epochs=3, p_include=0.8, no_bias_weight=0.5, vary_list_size=True,
-    span_rate=1.0, extra_span_rate=1.0, token_spans=True,
+    span_rate=1.0, extra_span_rate=1.0, token_spans=True, state_noise=0.3,
 )  # fmt: skip
 
 
