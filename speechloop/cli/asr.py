@@ -143,7 +143,8 @@ def onnx_dir_for(directory: Path, *, quantized: bool = False) -> Path:
     ):
         return directory
     if not (directory / "model.pt").is_file():
-        raise NotFound(f"{directory} has neither {int8_file} nor model.pt to export it from")
+        wanted = int8_file if quantized else "onnx_meta.json"
+        raise NotFound(f"{directory} has no {wanted}, and no model.pt to export it from")
     digest = hashlib.sha256((directory / "model.pt").read_bytes()).hexdigest()[:16]
     out = Path(get_settings().work_dir) / "onnx" / digest
     if not (out / "onnx_meta.json").is_file():

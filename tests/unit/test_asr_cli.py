@@ -71,3 +71,15 @@ def test_onnx_paths_transcribe_like_torch(clip, tmp_path, monkeypatch):
     assert list(tmp_path.glob("onnx/*/model_quant.onnx")), "int8 graphs not written"
     refused = CliRunner().invoke(app, [*base, "--int8"])
     assert refused.exit_code == 2 and "--int8 needs --onnx" in refused.output
+
+
+def test_int8_from_an_onnx_only_directory_names_what_is_missing(tmp_path):
+    """A directory with float ONNX graphs but neither int8 graphs nor model.pt: --int8
+    cannot export them, and the error names the missing file."""
+    from speechloop.cli.asr import onnx_dir_for
+    from speechloop.errors import NotFound
+
+    (tmp_path / "onnx_meta.json").write_text("{}")
+    assert onnx_dir_for(tmp_path) == tmp_path
+    with pytest.raises(NotFound, match=r"model_quant\.onnx"):
+        onnx_dir_for(tmp_path, quantized=True)
