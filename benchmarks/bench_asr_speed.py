@@ -259,11 +259,13 @@ NOTES = [
     "CPU. The signedness matters: onnxruntime's VNNI / AMX kernels take uint8 activations "
     "times int8 weights. With uint8 weights (this project's first int8 export) the graph "
     "ran no faster than float: 8 clips one at a time, same process, 2026-11-29, RTF 0.045 "
-    "float, 0.045 uint8 weights, 0.026 int8 weights.",
+    "float, 0.045 uint8 weights, 0.026 int8 weights (a one-off A/B outside this benchmark: "
+    "`quantize_int8` with `QuantType.QUInt8` against the shipped setting).",
     "- int8 and batching: dynamic quantisation picks one activation scale per tensor over the "
     "whole run, so a clip's int8 output depends a little on the clip it shares a run with "
-    "(here, random weights: 0.82 character agreement between int8 runs of 2 and int8 one at "
-    "a time; float runs of equal lengths agree exactly). On a trained model the change is "
+    "(random weights, one-off run outside this benchmark: 0.82 character agreement between "
+    "int8 runs of 2 and int8 one at a time; float runs of equal lengths agree exactly, "
+    "`onnx_b8 vs onnx_b1` above). On a trained model the change is "
     "measured by the parity benchmark (below). Where a clip's text must not depend on its "
     "neighbours, call `OnnxSeacoAsr(max_batch=1, streams=2)`: two single-clip runs in flight.",
     "",
