@@ -9,6 +9,12 @@ per name occurrence, how often every token is right. A head that memorised its t
 utterances shows a wide gap between the training rows and the evaluation sets
 (``docs/asr.md``, item 13).
 
+For the evaluation sets it then decodes as at inference (own hotwords) and splits the
+name occurrences by whether the CIF predictor gave their utterance the true token count:
+hotword recall in each group, and on exact-count utterances (where decoding positions
+align with the transcript) the head's accuracy on name tokens. This separates what the
+head gets wrong from what the ASR part's token count makes impossible (item 15).
+
 Run: ``.venv/bin/python -m benchmarks.bench_asr_head [--model DIR] [--work CORPUS_DIR]``
 (defaults: the shipped seed and the seed recipe's corpus; ``speechloop bootstrap asr``
 makes it). Writes ``benchmarks/results/asr_head.json``.
@@ -61,6 +67,63 @@ def name_accuracy(loaded: Any, frontend: Any, rows: list[Any]) -> dict[str, floa
         "decoder_token_acc": round(counts["decoder"] / n_tok, 3),
         "head_whole_name_acc": round(counts["whole"] / n_names, 3),
     }
+
+
+def decoded_names(loaded: Any, frontend: Any, rows: list[Any]) -> dict[str, Any]:
+    """Inference-time figures: recall of names by whether their utterance's CIF count is
+    exact, and the head's name-token accuracy where it is."""
+    import torch
+
+    from speechloop.asr import metrics
+    from speechloop.asr.finetune.data import collate, prepare
+    from speechloop.asr.inference import bias_embeddings, decode_features
+    from speechloop.asr.objectives import AsrStates, find_span, hotword_logits
+
+    model, tok = loaded.model, loaded.tokenizer
+    groups: dict[bool, tuple[list[str], list[str], list[list[str]]]] = {
+        True: ([], [], []), False: ([], [], []),
+    }  # fmt: skip
+    errors: list[int] = []
+    head_right = head_tokens = 0
+    named = [r for r in rows if r.hotwords]
+    for row, utt in zip(named, prepare(named, tok, frontend), strict=True):
+        speech, lengths = collate([utt], "cpu")[:2]
+        bias = bias_embeddings(model, utt.hotwords)
+        with torch.no_grad():
+            enc, enc_lens = model.encode(speech, lengths)
+            acoustic, count = model.calc_predictor(enc, enc_lens)[:2]
+            n = int(count.round().clamp(min=1)[0])
+            hidden = model.decoder(
+                enc, enc_lens, acoustic[:, :n], torch.tensor([n]), return_hidden=True
+            )[0]
+            head = hotword_logits(
+                model, AsrStates(acoustic[:, :n], hidden, torch.tensor([n])), bias
+            )
+        exact = n == len(utt.ids) + int(model.predictor_bias)
+        errors.append(n - len(utt.ids) - int(model.predictor_bias))
+        hyp = tok.decode(decode_features(model, speech, lengths, bias, timestamps=False).ids[0])
+        refs, hyps, hws = groups[exact]
+        refs.append(row.text)
+        hyps.append(hyp)
+        hws.append(list(row.hotwords))
+        if exact:
+            best = head[0].argmax(-1).tolist()
+            for hw in utt.hotwords:
+                for start in find_span(utt.ids, hw):
+                    head_tokens += len(hw)
+                    head_right += sum(best[start + k] == t for k, t in enumerate(hw))
+    out: dict[str, Any] = {
+        "utterances": len(errors),
+        "exact_count_share": round(sum(e == 0 for e in errors) / max(len(errors), 1), 3),
+        "mean_abs_count_error": round(sum(abs(e) for e in errors) / max(len(errors), 1), 3),
+        "head_token_acc_exact_count": round(head_right / max(head_tokens, 1), 3),
+    }
+    for exact, label in ((True, "exact_count"), (False, "wrong_count")):
+        refs, hyps, hws = groups[exact]
+        sc = metrics.score_corpus(refs, hyps, hws).as_dict() if refs else {}
+        out[f"names_{label}"] = sum(len(h) for h in hws)
+        out[f"recall_{label}"] = sc.get("hotword_recall")
+    return out
 
 
 def row_sets(work: Path, sample: int) -> dict[str, list[Any]]:
@@ -117,10 +180,17 @@ def main() -> None:
     }
     for name, fig in sets.items():
         print(name, fig)
+    eval_sets = {
+        k: v for k, v in row_sets(args.work, args.sample).items() if k in ("seen", "golden")
+    }
+    decoded = {name: decoded_names(loaded, frontend, rows) for name, rows in eval_sets.items()}
+    for name, fig in decoded.items():
+        print(name, "decoded", fig)
     doc = {
         "benchmark": "asr_head",
         "model": _shown(args.model),
         "sets": sets,
+        "decoded": decoded,
         "command": "python -m benchmarks.bench_asr_head",
     }
     write_results(RESULTS, doc)

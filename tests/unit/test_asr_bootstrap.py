@@ -77,3 +77,31 @@ def test_head_rows_train_only_the_hotword_stage(rows, tmp_path):
     assert by_stage["asr"]["utterances"] == n_main
     assert by_stage["hotword"]["utterances"] == n_main + sum(r.split == "train" for r in head)
     assert result.loaded.tokenizer.tokens == build_tokenizer(main).tokens
+
+
+def test_refine_stage_trains_the_asr_part_on_refine_rows_with_the_head_frozen(rows, tmp_path):
+    """The refine stage (``refine_rows``) trains only the ASR part, on the larger set: the
+    hotword modules end bit-identical to a run without it, the ASR tensors move, and the
+    tokenizer still comes from the main rows."""
+    import torch
+
+    from speechloop.asr.finetune.trainer import is_hotword_param
+
+    cfg = BootstrapConfig(seed=0, d_model=32, num_threads=2, asr_unseen_names=0.0)
+    cfg = cfg.quick(asr_epochs=1, hotword_epochs=1, refine_epochs=1)
+    main = rows[:16]
+    plain = train_seed(main, tmp_path / "plain", cfg, progress=False)
+    refined = train_seed(main, tmp_path / "refined", cfg, refine_rows=rows, progress=False)
+    phases = {h["phase"]: h for h in refined.history if "utterances" in h}
+    assert phases["refine"]["stage"] == "asr"
+    assert phases["refine"]["utterances"] == sum(r.split == "train" for r in rows)
+    assert "refine" not in {h["phase"] for h in plain.history}
+    assert (tmp_path / "refined" / "refine" / "asr" / "last.pt").is_file()
+    before = plain.loaded.model.state_dict()
+    after = refined.loaded.model.state_dict()
+    # the decoder's token embedding feeds only glancing's second pass, off in this stage
+    unused = {"decoder.embed.0.weight"}
+    for name, _ in refined.loaded.model.named_parameters():
+        same = torch.equal(before[name], after[name])
+        assert same if is_hotword_param(name) or name in unused else not same, name
+    assert refined.loaded.tokenizer.tokens == build_tokenizer(main).tokens
