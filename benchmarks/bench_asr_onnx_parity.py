@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
                 )
             print(mode, name, report[f"{mode}/{name}"], flush=True)
     report["date_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    report["command"] = ".venv/bin/python -m benchmarks.bench_asr_onnx_parity"
+    report["command"] = " ".join([".venv/bin/python -m benchmarks.bench_asr_onnx_parity", *argv])
     write_results(RESULTS, report)
     return 0
 

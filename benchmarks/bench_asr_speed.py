@@ -299,12 +299,12 @@ def _batched_note(p: dict[str, Any]) -> list[str]:
     if b is None:
         return []
     n, f = p["utterances"], p["none/onnx_batched"]
+    same = f["utterances_identical_to_one_at_a_time"]
     return [
         f"  Through the batch call (runs of 2 clips of mixed lengths): int8 gives "
         f"{b['utterances_identical_to_one_at_a_time']}/{n} utterances as int8 one at a "
-        f"time, CER {100 * b['cer']:.1f}%; float gives "
-        f"{f['utterances_identical_to_one_at_a_time']}/{n} as float one at a time "
-        "(padding only)."
+        f"time, CER {100 * b['cer']:.1f}%; float gives {same}/{n} as float one at a time"
+        + ("." if same == n else " (the others differ by padding).")
     ]
 
 
