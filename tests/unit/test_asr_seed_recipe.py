@@ -38,3 +38,19 @@ def test_head_batches_join_the_store_and_are_told_apart(tmp_path: Path) -> None:
     assert all(r.hotwords for r in head)
     main_names = {h for r in main for h in r.hotwords}
     assert not main_names & {h for r in head for h in r.hotwords}
+
+
+def test_more_batches_keep_the_first_ones_and_base_rows_picks_them(tmp_path: Path) -> None:
+    """A corpus with more batches starts with the same batches as a smaller one (the seed's
+    ASR stage reads the first ones, the refine stage all of them), and base_rows picks
+    exactly the rows of the first batches by batch id."""
+    from speechloop.asr.seed_recipe import base_rows
+
+    small, _ = corpus_rows("bootstrap", tmp_path / "small", 0, UPDATE)
+    large, _ = corpus_rows("bootstrap", tmp_path / "large", 0, {**UPDATE, "batches": 3})
+    first = base_rows(large, 2)
+    assert len({r.batch_id for r in large}) == 3
+    assert [(r.batch_id, r.text, r.hotwords) for r in first] == [
+        (r.batch_id, r.text, r.hotwords) for r in small
+    ]
+    assert base_rows(large, 3) == large
