@@ -71,6 +71,25 @@ def bias_embeddings(model: Any, hotword_ids: list[list[int]]) -> torch.Tensor:
     return hotword_embeddings(model, [*hotword_ids, [int(model.sos)]])
 
 
+def encode(
+    model: Any, speech: torch.Tensor, speech_lengths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encoder output with every padded frame zeroed, and its lengths.
+
+    The CIF predictor's convolution reads a few frames past each clip's end. Alone, a clip
+    has zeros there (the convolution's own padding); in a batch, the encoder's output on
+    the padding frames, which is not zero. Without this, a clip's token count could
+    depend on the clips it was batched with (4 of 120 golden utterances changed text).
+    """
+    import torch
+
+    speech = speech[:, : int(speech_lengths.max())]  # the encoder masks need no extra padding
+    enc, enc_lens = model.encode(speech, speech_lengths)
+    frames = torch.arange(enc.shape[1], device=enc.device)
+    valid = (frames[None, :] < enc_lens[:, None]).unsqueeze(-1)
+    return enc * valid.to(enc.dtype), enc_lens
+
+
 def decode_features(
     model: Any,
     speech: torch.Tensor,
@@ -84,9 +103,8 @@ def decode_features(
 
     from speechloop.asr.objectives import AsrStates, hotword_logits
 
-    speech = speech[:, : int(speech_lengths.max())]  # the encoder masks need no extra padding
     with torch.no_grad():
-        enc, enc_lens = model.encode(speech, speech_lengths)
+        enc, enc_lens = encode(model, speech, speech_lengths)
         acoustic, token_num = model.calc_predictor(enc, enc_lens)[:2]
         token_num = token_num.round().long().clamp(min=1)
         acoustic = acoustic[:, : int(token_num.max())]

@@ -47,6 +47,9 @@ from speechloop.errors import InvalidInput
 if TYPE_CHECKING:
     import torch
 
+#: Bumped whenever the exported graphs change, so graphs exported by older code are not
+#: reused from the work dir (2: encoder output zeroed past each clip's end).
+EXPORT_REVISION = 2
 MODEL_FILE = "model.onnx"
 EMBED_FILE = "model_eb.onnx"
 META_FILE = "onnx_meta.json"
@@ -148,6 +151,7 @@ def _backbone(model: Any) -> torch.nn.Module:
         ) -> tuple[torch.Tensor, ...]:
             enc, enc_len = self.encoder(speech, speech_lengths)
             mask = self.make_pad_mask(enc_len)[:, None, :]
+            enc = enc * mask.transpose(1, 2).type(enc.dtype)  # as inference.encode
             embeds, token_num, _, _ = self.predictor(enc, mask)
             token_num = token_num.floor().type(torch.int32)
             dec_out, dec_hidden, _ = self.decoder(

@@ -134,7 +134,13 @@ def onnx_dir_for(directory: Path, *, quantized: bool = False) -> Path:
     import shutil
 
     from speechloop.asr.model import load_from_dir
-    from speechloop.asr.onnx_export import MODEL_FILE, QUANT_SUFFIX, export_onnx, quantize_int8
+    from speechloop.asr.onnx_export import (
+        EXPORT_REVISION,
+        MODEL_FILE,
+        QUANT_SUFFIX,
+        export_onnx,
+        quantize_int8,
+    )
     from speechloop.config import get_settings
 
     int8_file = MODEL_FILE.replace(".onnx", QUANT_SUFFIX + ".onnx")
@@ -145,7 +151,8 @@ def onnx_dir_for(directory: Path, *, quantized: bool = False) -> Path:
     if not (directory / "model.pt").is_file():
         wanted = int8_file if quantized else "onnx_meta.json"
         raise NotFound(f"{directory} has no {wanted}, and no model.pt to export it from")
-    digest = hashlib.sha256((directory / "model.pt").read_bytes()).hexdigest()[:16]
+    weights = (directory / "model.pt").read_bytes()
+    digest = hashlib.sha256(weights + f"rev{EXPORT_REVISION}".encode()).hexdigest()[:16]
     out = Path(get_settings().work_dir) / "onnx" / digest
     if not (out / "onnx_meta.json").is_file():
         export_onnx(load_from_dir(directory).model, out, quantize=quantized)

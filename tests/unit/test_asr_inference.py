@@ -15,7 +15,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from speechloop.asr.features import Cmvn, write_am_mvn  # noqa: E402
-from speechloop.asr.inference import Transcriber, bias_embeddings, decode_features  # noqa: E402
+from speechloop.asr.inference import (  # noqa: E402
+    Transcriber,
+    bias_embeddings,
+    decode_features,
+    encode,
+)
 from speechloop.asr.model import LoadedModel, build_seaco, load_from_dir, save_to_dir, seed_config  # noqa: E402
 from speechloop.asr.tokenizer import Tokenizer  # noqa: E402
 from speechloop.errors import InvalidInput, ModelUnavailable  # noqa: E402
@@ -80,6 +85,25 @@ def test_concurrent_requests_with_different_hotwords_do_not_interfere(model_dir)
         t.join()
     assert [got[i] for i in range(len(lists))] == expected
     assert not hasattr(tr.model, "hotword_list")  # funasr's shared state never set
+
+
+def test_a_clip_predicts_the_same_tokens_alone_and_next_to_a_longer_one(model_dir):
+    """Padding does not leak into the CIF predictor: a short clip's alphas and token count
+    are the same alone and in a batch with a longer clip (its convolution reads past the
+    clip's end, where the encoder's output on padding frames is not zero)."""
+    loaded = load_from_dir(model_dir)
+    tr = Transcriber(loaded)
+    short, long_ = _waves(3)[0], _waves(3)[2]
+    with torch.no_grad():
+        alone = loaded.model.calc_predictor(*encode(loaded.model, *tr.features([short])))
+        both = loaded.model.calc_predictor(*encode(loaded.model, *tr.features([short, long_])))
+        raw = loaded.model.calc_predictor(*loaded.model.encode(*tr.features([short, long_])))
+    n = alone[2].shape[1]
+    torch.testing.assert_close(both[2][0, :n], alone[2][0])
+    torch.testing.assert_close(both[1][0], alone[1][0])
+    assert not torch.allclose(raw[2][0, :n], alone[2][0])  # what the zeroing prevents
+    in_batch = tr.transcribe([short, long_])[0].token_ids
+    assert in_batch == tr.transcribe([short])[0].token_ids
 
 
 def test_hotword_path_changes_logits_only_with_a_list(model_dir):
