@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +35,23 @@ SEED_CORPUS_UPDATE: dict[str, Any] = {
 #: CMVN come from them); the refine stage reads all 60 (``BootstrapConfig.refine``).
 SEED_BASE_BATCHES = 30
 
-#: Hotword-stage-only batches for the seed: seen voices, 8,000 more names that the ASR
-#: stage never hears (the "head" pool), one or two in every utterance. The head trains on
-#: the main corpus and on these; on the main corpus alone it memorised the utterances it
-#: trained on (teacher-forced name-token accuracy 0.98 there, 0.32 on held-out names).
-SEED_HEAD_UPDATE: dict[str, Any] = {
+#: Hotword-stage-only batches for the seed: seen voices, names that the ASR stages never
+#: hear (the "head" pool), one or two in every utterance. The head trains on the main
+#: corpus and on these; on the main corpus alone it memorised the utterances it trained
+#: on (teacher-forced name-token accuracy 0.98 there, 0.32 on held-out names). Two
+#: corpora, in training order: the first head-only recipe (2,000 names, 20 batches), which
+#: the shipped head trained on too, and 8,000 names in 80 batches. Their batch ids
+#: overlap, so each has its own store.
+SEED_HEAD_FIRST: dict[str, Any] = {
     "pool": "head",
-    "n_names_head": 8000,
+    "n_names_head": 2000,
     "hotword_rate": 1.0,
     "batch_prefix": "hwboot",
-    "batches": 80,
+    "batches": 20,
     "with_eval": False,
 }
+SEED_HEAD_UPDATE: dict[str, Any] = {**SEED_HEAD_FIRST, "n_names_head": 8000, "batches": 80}
+SEED_HEAD_UPDATES: tuple[dict[str, Any], ...] = (SEED_HEAD_FIRST, SEED_HEAD_UPDATE)
 
 
 def corpus_dir(
@@ -53,11 +59,11 @@ def corpus_dir(
     preset: str,
     seed: int,
     update: dict[str, Any] = SEED_CORPUS_UPDATE,
-    head_update: dict[str, Any] | None = SEED_HEAD_UPDATE,
+    head_updates: Sequence[dict[str, Any]] = SEED_HEAD_UPDATES,
 ) -> Path:
     """Where a seed corpus is generated and ingested: named by preset, seed and the
     corpus updates, so that a changed recipe never reuses an older corpus."""
-    key = update if head_update is None else {**update, "head": head_update}
+    key = {**update, "heads": list(head_updates)} if head_updates else update
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return work_root / "bootstrap-asr" / f"{preset}-{seed}-{digest[:8]}"
 
@@ -68,12 +74,14 @@ def corpus_rows(
     seed: int,
     update: dict[str, Any],
     eval_set: str = "golden",
-    head_update: dict[str, Any] | None = None,
+    head_updates: Sequence[dict[str, Any]] = (),
 ) -> tuple[list[Any], list[Any]]:
     """Generate (or reuse) the corpus in a private store; (train rows, ``eval_set`` rows).
 
-    With ``head_update``, the hotword-stage-only batches are generated into the same
-    store too; their rows are among the train rows (:func:`split_head_rows` picks them)."""
+    With ``head_updates``, the hotword-stage-only batches are generated too: the first
+    into the same store, each further one into ``work_dir/head-<i>`` (batch ids may
+    repeat across them). Their rows are among the train rows, in that order
+    (:func:`split_head_rows` picks them)."""
     from speechloop.config import get_settings
     from speechloop.data.ingest import Ingestor
     from speechloop.data.synth.corpus import generate_corpus
@@ -81,30 +89,33 @@ def corpus_rows(
     from speechloop.storage.local import LocalStore
 
     spec = CorpusSpec.preset(preset).model_copy(update={"seed": seed, "spk_per_batch": 0, **update})  # type: ignore[arg-type]
-    store = LocalStore(work_dir / "store")
     bucket = "speech-data"
-    generate_corpus(store, bucket, spec, progress=True)
-    if head_update is not None:
-        generate_corpus(store, bucket, spec.updated(head_update), progress=True)
-    Ingestor(store, bucket, work_dir / "data", "asr", get_settings()).run()
+    jobs = [(work_dir, spec)] + [
+        (work_dir if i == 0 else work_dir / f"head-{i}", spec.updated(head))
+        for i, head in enumerate(head_updates)
+    ]
+    for where, job_spec in jobs:
+        generate_corpus(LocalStore(where / "store"), bucket, job_spec, progress=True)
+    for where in dict.fromkeys(where for where, _ in jobs):
+        Ingestor(LocalStore(where / "store"), bucket, where / "data", "asr", get_settings()).run()
     # every ingested batch, also those an earlier run ingested (run() returns new ones only)
     return ingested_rows(work_dir), eval_rows(work_dir, eval_set)
 
 
 def ingested_rows(work_dir: Path) -> list[Any]:
-    """The ASR rows of every batch ingested under ``work_dir``, in batch-id order."""
+    """The ASR rows of every batch ingested under ``work_dir`` (then under each of its
+    ``head-<i>`` stores, in order), in batch-id order within each."""
     from speechloop.data.dataset import read_local_rows
     from speechloop.data.types import AsrRow
 
-    batches = work_dir / "data" / "asr" / "batches"
-    if not batches.is_dir():
-        return []
-    return [
-        row
-        for batch in sorted(b for b in batches.iterdir() if (b / "manifest.jsonl").exists())
-        for row in read_local_rows(batch, "asr")
-        if isinstance(row, AsrRow)
-    ]
+    heads = sorted(work_dir.glob("head-*"), key=lambda p: int(p.name.split("-")[1]))
+    rows: list[Any] = []
+    for where in [work_dir, *heads]:
+        batches = where / "data" / "asr" / "batches"
+        if batches.is_dir():
+            done = sorted(b for b in batches.iterdir() if (b / "manifest.jsonl").exists())
+            rows += [r for b in done for r in read_local_rows(b, "asr") if isinstance(r, AsrRow)]
+    return rows
 
 
 def split_head_rows(rows: list[Any], head_update: dict[str, Any]) -> tuple[list[Any], list[Any]]:
@@ -147,7 +158,7 @@ def make_seed(
     started = time.perf_counter()
     work_dir = corpus_dir(Path(get_settings().work_dir), preset, seed)
     rows, golden = corpus_rows(
-        preset, work_dir, seed, SEED_CORPUS_UPDATE, head_update=SEED_HEAD_UPDATE
+        preset, work_dir, seed, SEED_CORPUS_UPDATE, head_updates=SEED_HEAD_UPDATES
     )
     all_rows, head_rows = split_head_rows(rows, SEED_HEAD_UPDATE)
     rows = base_rows(all_rows, SEED_BASE_BATCHES)
@@ -166,7 +177,7 @@ def make_seed(
         "total_seconds": round(time.perf_counter() - started, 1),
         "config": config_dict(cfg),
         "corpus": {"preset": preset, "seed": seed, **SEED_CORPUS_UPDATE},
-        "head_corpus": SEED_HEAD_UPDATE,
+        "head_corpora": list(SEED_HEAD_UPDATES),
         "head_rows": len(head_rows),
         "refine_rows": len(all_rows),
         "command": " ".join(argv or ["speechloop", "bootstrap", "asr"]),

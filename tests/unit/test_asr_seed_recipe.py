@@ -27,17 +27,33 @@ def test_head_batches_join_the_store_and_are_told_apart(tmp_path: Path) -> None:
     """corpus_rows writes the main and the head-only batches; every call returns all
     ingested rows (not only those it ingested itself); split_head_rows separates them
     by batch prefix, and no head-only name occurs in a main row."""
-    work = corpus_dir(tmp_path, "bootstrap", 0, UPDATE, HEAD)
-    assert work != corpus_dir(tmp_path, "bootstrap", 0, UPDATE, None)
+    work = corpus_dir(tmp_path, "bootstrap", 0, UPDATE, (HEAD,))
+    assert work != corpus_dir(tmp_path, "bootstrap", 0, UPDATE, ())
     main_only, golden = corpus_rows("bootstrap", work, 0, UPDATE)
     assert len(main_only) == 10 and len(golden) == 3
-    rows, _ = corpus_rows("bootstrap", work, 0, UPDATE, head_update=HEAD)
+    rows, _ = corpus_rows("bootstrap", work, 0, UPDATE, head_updates=(HEAD,))
     assert len(rows) == 15
     main, head = split_head_rows(rows, HEAD)
     assert [r.id for r in main] == [r.id for r in main_only] and len(head) == 5
     assert all(r.hotwords for r in head)
     main_names = {h for r in main for h in r.hotwords}
     assert not main_names & {h for r in head for h in r.hotwords}
+
+
+def test_head_corpora_with_the_same_batch_ids_keep_their_own_stores(tmp_path: Path) -> None:
+    """A second head-only corpus whose batch ids repeat the first's goes into its own
+    store: both sets of rows come back, the first's before the second's, each as it is
+    when generated alone."""
+    more = {**HEAD, "n_names_head": 9, "batches": 2}
+    work = tmp_path / "both"
+    rows, _ = corpus_rows("bootstrap", work, 0, UPDATE, head_updates=(HEAD, more))
+    _, head = split_head_rows(rows, HEAD)
+    alone, _ = corpus_rows("bootstrap", tmp_path / "alone", 0, UPDATE, head_updates=(more,))
+    _, head_alone = split_head_rows(alone, HEAD)
+    assert len(head) == 5 + 10 and (work / "head-1" / "store").is_dir()
+    assert head[5].batch_id == head[0].batch_id  # ids repeat across the two corpora
+    assert [(r.id, r.text) for r in head[5:]] == [(r.id, r.text) for r in head_alone]
+    assert [(r.id, r.text) for r in head[:5]] != [(r.id, r.text) for r in head_alone[:5]]
 
 
 def test_more_batches_keep_the_first_ones_and_base_rows_picks_them(tmp_path: Path) -> None:
