@@ -9,6 +9,9 @@ units, see :mod:`speechloop.asr.tokenizer`), many distinct training names, batch
 mixing true hotwords with distractors and leaving some true ones out (labels NO_BIAS
 then), many cheap epochs of the head on the cached ASR outputs, and utterances whose
 names the ASR stage never heard (``head_rows``), where the head learns to correct it.
+A third stage (``refine``) then trains the ASR part again on a larger corpus with the
+head frozen: the head can only spell a name where the CIF predictor gives it the right
+number of tokens, and more data gets more of them right.
 
 Deterministic by seed on one machine type (CPU or one GPU model).
 """
@@ -121,12 +124,12 @@ def train_seed(
 ) -> BootstrapResult:
     """Train the seed on ``rows`` (split "eval" rows validate). Checkpoints in ``work_dir``.
 
-    ``head_rows`` join the hotword stage only (all for training; "eval" rows among them
-    validate): utterances whose names the ASR stage never heard, so the head learns on the
-    states of an ASR part that mishears the name, as it will at inference on every new
-    hotword. ``refine_rows`` (a larger corpus, normally ``rows`` and more) feed the
-    ``cfg.refine`` stage, which trains the ASR part again with the head frozen. The
-    tokenizer and the CMVN come from ``rows`` alone.
+    ``head_rows`` join the hotword stage only (their "eval" rows validate, the rest
+    train; none is held back otherwise): utterances whose names the ASR stage never
+    heard, so the head learns on the states of an ASR part that mishears the name, as it
+    will at inference on every new hotword. ``refine_rows`` (a larger corpus, normally
+    ``rows`` and more) feed the ``cfg.refine`` stage, which trains the ASR part again
+    with the head frozen. The tokenizer and the CMVN come from ``rows`` alone.
     """
     import torch
 
