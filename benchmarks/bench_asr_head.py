@@ -76,7 +76,7 @@ def decoded_names(loaded: Any, frontend: Any, rows: list[Any]) -> dict[str, Any]
 
     from speechloop.asr import metrics
     from speechloop.asr.finetune.data import collate, prepare
-    from speechloop.asr.inference import bias_embeddings, decode_features
+    from speechloop.asr.inference import bias_embeddings, decode_features, encode
     from speechloop.asr.objectives import AsrStates, find_span, hotword_logits
 
     model, tok = loaded.model, loaded.tokenizer
@@ -90,7 +90,7 @@ def decoded_names(loaded: Any, frontend: Any, rows: list[Any]) -> dict[str, Any]
         speech, lengths = collate([utt], "cpu")[:2]
         bias = bias_embeddings(model, utt.hotwords)
         with torch.no_grad():
-            enc, enc_lens = model.encode(speech, lengths)
+            enc, enc_lens = encode(model, speech, lengths)
             acoustic, count = model.calc_predictor(enc, enc_lens)[:2]
             n = int(count.round().clamp(min=1)[0])
             hidden = model.decoder(
