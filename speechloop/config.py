@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
     min_audio_s: float = Field(default=0.3, gt=0)
     max_audio_s: float = Field(default=30.0, gt=0)
     seed: int = 0
+    deployer: Literal["embedded", "kubernetes"] = Field(
+        default="embedded", description="how model versions are made to serve (speechloop.deploy)"
+    )
 
 
 @lru_cache(maxsize=1)
