@@ -1,67 +1,30 @@
-"""Aliases and history by compare-and-swap on single objects.
+"""The ``production`` alias, committed by compare-and-swap on one object, and its mirror.
 
 The ``production`` alias object is the commit point of a promotion or rollback. It
-embeds the alias it replaced as ``previous``, so both aliases change in one atomic
-conditional write and can never disagree. ``<kind>/aliases/previous`` is a mirror of
-that embedded record for people and tools reading the bucket; :func:`sync_previous`
-rewrites it after each change and re-checks production afterwards, so racing writers
-leave it equal to the final production's ``previous``. ``history.jsonl`` is appended by
-a read-modify-write loop with ``if_match``, after the alias was written.
+embeds the alias it replaced as ``previous`` and the history entry of the change as
+``change``, so alias, previous and history change in one atomic conditional write and
+can never disagree. The record carries the change's ``write_id``: a writer whose reply
+was lost finds its own write by that token (in production, in the ``previous`` of a
+later record, or in the history log a later writer caught up) and reports success
+instead of taking it for a rival's.
+
+``<kind>/aliases/previous`` is a mirror of the embedded record for people and tools
+reading the bucket; :func:`sync_previous` rewrites it after each change and re-checks
+production afterwards, so racing writers leave it equal to the final production's
+``previous``. ``<kind>/history.jsonl`` is kept by :mod:`.history`.
 """
 
 from __future__ import annotations
 
 import json
-import random
-import time
 from collections.abc import Callable
 from typing import Any
 
 from speechloop.errors import Conflict, IntegrityError, NotFound
-from speechloop.registry.model import alias_key, dumps, history_key
+from speechloop.registry import history
+from speechloop.registry.cas import MAX_ATTEMPTS, pause, put_checked, read_versioned
+from speechloop.registry.model import alias_key, dumps
 from speechloop.storage.base import ObjectStore
-
-MAX_ATTEMPTS = 200
-
-
-def _pause(attempt: int) -> None:
-    """A short randomised pause between compare-and-swap attempts (less lock-step)."""
-    time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.05)))
-
-
-def read_versioned(store: ObjectStore, bucket: str, key: str) -> tuple[bytes | None, str | None]:
-    """An object's bytes with the etag they had (``(None, None)`` if absent).
-
-    The etag is read *before* the bytes: if the object changes in between, a write
-    conditioned on that etag fails, so no update is ever lost.
-    """
-    try:
-        etag = store.stat(bucket, key).etag
-        return store.get_bytes(bucket, key), etag
-    except NotFound:
-        return None, None
-
-
-def cas_update(
-    store: ObjectStore,
-    bucket: str,
-    key: str,
-    update: Callable[[bytes | None], bytes | None],
-) -> bytes | None:
-    """Apply ``update`` to the current bytes and write the result if nothing changed
-    meanwhile; retry on a lost race. ``update`` returning None means "no write"."""
-    for attempt in range(MAX_ATTEMPTS):
-        current, etag = read_versioned(store, bucket, key)
-        new = update(current)
-        if new is None:
-            return current
-        try:
-            store.put_bytes(bucket, key, new, if_none_match=etag is None, if_match=etag)
-        except Conflict:
-            _pause(attempt)
-            continue
-        return new
-    raise Conflict(f"{bucket}/{key} kept changing: gave up after {MAX_ATTEMPTS} attempts")
 
 
 def parse_record(data: bytes | None, where: str) -> dict[str, Any] | None:
@@ -84,45 +47,129 @@ def read_production(store: ObjectStore, bucket: str, kind: str) -> dict[str, Any
 
 
 def strip_previous(record: dict[str, Any]) -> dict[str, Any]:
-    """An alias record without its embedded ``previous`` (no chains of history)."""
-    return {k: v for k, v in record.items() if k != "previous"}
+    """An alias record without its embedded ``previous`` and ``change`` (no chains)."""
+    return {k: v for k, v in record.items() if k not in ("previous", "change")}
 
 
-def sync_previous(store: ObjectStore, bucket: str, kind: str) -> None:
-    """Make the ``previous`` mirror equal to production's embedded ``previous``."""
+def _as_alias(entry: dict[str, Any]) -> dict[str, Any]:
+    """An alias-shaped record from a history entry (for a write found only in the log)."""
+    return {
+        "version": entry["version"],
+        "promoted_at": entry.get("ts", ""),
+        "reason": entry.get("reason", ""),
+        "action": entry.get("action", "promote"),
+        "decision": entry.get("decision"),
+        "write_id": entry["write_id"],
+    }
+
+
+def find_write(
+    production: dict[str, Any] | None, log: list[dict[str, Any]], write_id: str
+) -> dict[str, Any] | None:
+    """The alias record written with ``write_id``, wherever it is now; None if nowhere.
+
+    A later writer can only replace a production record after copying its change into
+    the log, so production (or its ``previous``) and the log together hold every
+    committed change.
+    """
+    if production is not None:
+        if production.get("write_id") == write_id:
+            return production
+        previous = production.get("previous")
+        if isinstance(previous, dict) and previous.get("write_id") == write_id:
+            return previous
+    for entry in log:
+        if entry.get("write_id") == write_id and "version" in entry:
+            return _as_alias(entry)
+    return None
+
+
+def commit(
+    store: ObjectStore,
+    bucket: str,
+    kind: str,
+    build: Callable[[dict[str, Any] | None], dict[str, Any]],
+    write_id: str,
+) -> tuple[dict[str, Any], bool]:
+    """Compare-and-swap production to ``build(old)`` (plus ``previous`` and ``write_id``).
+
+    ``build`` returns the new record including its history entry (``change``) and may
+    raise to refuse. Returns the record and whether this call wrote it (False: an
+    earlier call with the same ``write_id`` already had).
+    """
+    key = alias_key(kind, "production")
+    for attempt in range(MAX_ATTEMPTS):
+        data, etag = read_versioned(store, bucket, key)
+        old = parse_record(data, key)
+        log = history.read_log(store, bucket, kind)
+        found = find_write(old, log, write_id)
+        if found is not None:
+            return found, False
+        if (change := history.pending_change(old)) and not history.has_write(
+            log, str(change["write_id"])
+        ):
+            history.append(store, bucket, kind, change)
+        new = {**build(old), "write_id": write_id}
+        new["previous"] = strip_previous(old) if old else None
+
+        def landed() -> bool:
+            production = read_production(store, bucket, kind)
+            log = history.read_log(store, bucket, kind)
+            return find_write(production, log, write_id) is not None
+
+        if put_checked(store, bucket, key, dumps(new), etag=etag, landed=landed):
+            return new, True
+        pause(attempt)
+    raise Conflict(f"{bucket}/{key} kept changing: gave up after {MAX_ATTEMPTS} attempts")
+
+
+def _read_mirror(store: ObjectStore, bucket: str, key: str) -> tuple[Any, str | None]:
+    """The mirror's JSON and etag; an unreadable (torn, not JSON) mirror reads as None."""
+    try:
+        data, etag = read_versioned(store, bucket, key)
+    except IntegrityError:
+        return None, store.stat(bucket, key).etag
+    try:
+        return (json.loads(data) if data is not None else None), etag
+    except ValueError:
+        return None, etag
+
+
+def sync_previous(store: ObjectStore, bucket: str, kind: str) -> bool:
+    """Make the ``previous`` mirror equal to production's embedded ``previous``.
+
+    Returns whether the mirror was rewritten. An unreadable mirror is rewritten.
+    """
     prod_key, prev_key = alias_key(kind, "production"), alias_key(kind, "previous")
+    wrote = False
     for attempt in range(MAX_ATTEMPTS):
         prod_bytes, prod_etag = read_versioned(store, bucket, prod_key)
         record = parse_record(prod_bytes, prod_key)
         desired = record.get("previous") if record else None
-        mirror, mirror_etag = read_versioned(store, bucket, prev_key)
-        if desired is None or (mirror is not None and json.loads(mirror) == desired):
-            return
-        try:
-            store.put_bytes(
-                bucket,
-                prev_key,
-                dumps(desired),
-                if_none_match=mirror_etag is None,
-                if_match=mirror_etag,
-            )
-        except Conflict:
-            _pause(attempt)
+        mirror, mirror_etag = _read_mirror(store, bucket, prev_key)
+        if desired is None or mirror == desired:
+            return wrote
+        body = dumps(desired)
+
+        def landed(desired: Any = desired) -> bool:
+            return bool(_read_mirror(store, bucket, prev_key)[0] == desired)
+
+        if not put_checked(store, bucket, prev_key, body, etag=mirror_etag, landed=landed):
+            pause(attempt)
             continue
+        wrote = True
         if read_versioned(store, bucket, prod_key)[1] == prod_etag:
-            return
+            return wrote
     raise Conflict(f"{bucket}/{prev_key} could not be synchronised with production")
 
 
-def append_history(store: ObjectStore, bucket: str, kind: str, record: dict[str, Any]) -> None:
-    """Append one JSON line to ``<kind>/history.jsonl`` (compare-and-swap loop)."""
-    line = json.dumps(record, sort_keys=True, ensure_ascii=False).encode() + b"\n"
-    cas_update(store, bucket, history_key(kind), lambda cur: (cur or b"") + line)
-
-
-def read_history(store: ObjectStore, bucket: str, kind: str) -> list[dict[str, Any]]:
-    """All history records of ``kind``, in the order they were appended."""
-    data, _ = read_versioned(store, bucket, history_key(kind))
-    if data is None:
-        return []
-    return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+def mirror_in_sync(store: ObjectStore, bucket: str, kind: str) -> bool:
+    """Whether the ``previous`` mirror equals production's embedded ``previous``."""
+    record = read_production(store, bucket, kind)
+    desired = record.get("previous") if record else None
+    if desired is None:
+        return True
+    try:
+        return _read_mirror(store, bucket, alias_key(kind, "previous"))[0] == desired
+    except NotFound:
+        return False

@@ -1,31 +1,34 @@
 """The model registry: immutable versions, ``production``/``previous`` aliases, history.
 
 Promotion and rollback verify every file of the target version (re-hashed from the
-store) before the alias write, which is the commit point; racing writers are
-serialised by compare-and-swap on the alias object (see :mod:`.aliases`).
+store) before the alias write, which is the commit point and carries the change's
+history entry; racing writers are serialised by compare-and-swap on the alias object
+(see :mod:`.aliases`). Every write carries a token (write id), so a write whose reply
+was lost is recognised as the writer's own on retry (see :mod:`.cas`).
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from speechloop.errors import Conflict, InvalidInput, NotFound
-from speechloop.registry import aliases, versions
+from speechloop.errors import Conflict, InvalidInput, NotFound, StoreError
+from speechloop.registry import aliases, history, versions
+from speechloop.registry.cas import new_write_id
 from speechloop.registry.model import (
     ALIASES,
     AliasInfo,
     VersionInfo,
-    alias_key,
     check_alias,
     check_kind,
     check_version,
-    dumps,
     utc_now,
 )
 from speechloop.storage.base import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
@@ -48,11 +51,13 @@ class ModelRegistry:
         metrics: dict[str, Any],
         lineage: dict[str, Any],
         version: str | None = None,
+        run_id: str | None = None,
     ) -> VersionInfo:
         """Upload ``src_dir`` as a new immutable version (Conflict if it exists).
 
         The models bucket is created on the first publication, so a fresh store needs no
-        setup step.
+        setup step. With ``run_id`` and an explicit ``version``, a re-run of the same
+        run finds the version it published and returns it.
         """
         self.store.ensure_bucket(self.bucket)
         return versions.publish(
@@ -63,6 +68,7 @@ class ModelRegistry:
             metrics=metrics,
             lineage=lineage,
             version=version,
+            run_id=run_id,
         )
 
     def list_versions(self, kind: str) -> list[str]:
@@ -102,13 +108,30 @@ class ModelRegistry:
         return check_version(ref)
 
     def history(self, kind: str) -> list[dict[str, Any]]:
-        """Every promotion, rejection and rollback of ``kind``, oldest first."""
-        return aliases.read_history(self.store, self.bucket, check_kind(kind))
+        """Every promotion, rejection and rollback of ``kind``, oldest first, each once.
+
+        Includes the change committed with the production alias when a crash kept it
+        from the log (``models repair`` writes it there).
+        """
+        check_kind(kind)
+        production = aliases.read_production(self.store, self.bucket, kind)
+        log = history.read_log(self.store, self.bucket, kind)
+        return history.with_pending(log, production)
 
     def promote(
-        self, kind: str, version: str, *, reason: str, decision: dict[str, Any] | None = None
+        self,
+        kind: str,
+        version: str,
+        *,
+        reason: str,
+        decision: dict[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> AliasInfo:
-        """Verify ``version``, then make it production; the old production becomes previous."""
+        """Verify ``version``, then make it production; the old production becomes previous.
+
+        ``run_id`` (e.g. the flow run's id) makes the call idempotent across re-runs: a
+        second call with the same run id finds the promotion already made and returns it.
+        """
         check_kind(kind)
         _check_reason(reason)
         self.verify(kind, version)
@@ -116,9 +139,17 @@ class ModelRegistry:
         def target(old: dict[str, Any] | None) -> str:
             return version
 
-        return self._move(kind, target, action="promote", reason=reason, decision=decision)
+        write_id = new_write_id("promote", kind, version, run_id)
+        return self._move(kind, target, "promote", reason, decision, write_id)
 
-    def rollback(self, kind: str, to_version: str | None = None, *, reason: str) -> AliasInfo:
+    def rollback(
+        self,
+        kind: str,
+        to_version: str | None = None,
+        *,
+        reason: str,
+        run_id: str | None = None,
+    ) -> AliasInfo:
         """Point production back at ``previous`` (or at ``to_version``, verified first)."""
         check_kind(kind)
         _check_reason(reason)
@@ -141,57 +172,72 @@ class ModelRegistry:
                 verified.add(name)
             return name
 
-        return self._move(kind, target, action="rollback", reason=reason, decision=None)
+        write_id = new_write_id("rollback", kind, to_version or "previous", run_id)
+        return self._move(kind, target, "rollback", reason, None, write_id)
 
     def reject(
-        self, kind: str, version: str, *, reason: str, decision: dict[str, Any] | None = None
+        self,
+        kind: str,
+        version: str,
+        *,
+        reason: str,
+        decision: dict[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> dict[str, Any]:
         """Record that ``version`` was not promoted, and why (history only)."""
         check_kind(kind)
         _check_reason(reason)
         self.show(kind, version)
         production = aliases.read_production(self.store, self.bucket, kind)
+        history.catch_up(self.store, self.bucket, kind, production)
         record = _history_record("reject", kind, version, production, reason, decision)
-        aliases.append_history(self.store, self.bucket, kind, record)
-        return record
+        record["write_id"] = new_write_id("reject", kind, version, run_id)
+        return history.append(self.store, self.bucket, kind, record)
 
     def _move(
         self,
         kind: str,
         target: Callable[[dict[str, Any] | None], str],
-        *,
         action: str,
         reason: str,
         decision: dict[str, Any] | None,
+        write_id: str,
     ) -> AliasInfo:
-        """Compare-and-swap production to ``target(old)``; sync the mirror; log history."""
-        seen: dict[str, dict[str, Any] | None] = {}
-        key = alias_key(kind, "production")
+        """Commit production = ``target(old)`` with its history entry; then bring the
+        mirror and the log up to date (a failure there is repaired by the next writer
+        or ``models repair``, so the committed change is still reported)."""
 
-        def update(current: bytes | None) -> bytes:
-            old = aliases.parse_record(current, key)
+        def build(old: dict[str, Any] | None) -> dict[str, Any]:
             version = target(old)
             if old is not None and old["version"] == version:
                 raise Conflict(f"{kind}/{version} is already in production")
-            seen["old"] = old
-            new = {
+            change = _history_record(action, kind, version, old, reason, decision)
+            change["write_id"] = write_id
+            return {
                 "version": version,
-                "promoted_at": utc_now(),
+                "promoted_at": change["ts"],
                 "reason": reason,
                 "action": action,
                 "decision": decision,
-                "previous": aliases.strip_previous(old) if old else None,
+                "change": change,
             }
-            return dumps(new)
 
-        written = aliases.cas_update(self.store, self.bucket, key, update)
-        assert written is not None
-        new = json.loads(written)
-        aliases.sync_previous(self.store, self.bucket, kind)
-        record = _history_record(action, kind, new["version"], seen["old"], reason, decision)
-        record["ts"] = new["promoted_at"]
-        aliases.append_history(self.store, self.bucket, kind, record)
-        return AliasInfo.from_record(kind, "production", new)
+        record, _ = aliases.commit(self.store, self.bucket, kind, build, write_id)
+        try:
+            aliases.sync_previous(self.store, self.bucket, kind)
+            production = aliases.read_production(self.store, self.bucket, kind)
+            if production is not None and production.get("write_id") == write_id:
+                history.catch_up(self.store, self.bucket, kind, production)
+        except StoreError as exc:
+            log.warning(
+                "%s %s/%s committed, but the previous mirror or history could not be "
+                "updated (%s); the next change or `speechloop models repair` does it",
+                action,
+                kind,
+                record["version"],
+                exc,
+            )
+        return AliasInfo.from_record(kind, "production", record)
 
 
 def _check_reason(reason: str) -> None:

@@ -1,9 +1,10 @@
 """Immutable model versions: publish, list, show, verify and fetch.
 
 A version is uploaded file by file, then ``metrics.json`` and ``lineage.json``, and
-last ``manifest.json`` (sha256 and size of every file) with ``if_none_match``: the
-manifest is the commit point, so a half-uploaded version is invisible and an existing
-version can never be overwritten. Every read checks bytes against the manifest.
+last ``manifest.json`` (sha256 and size of every file, and the publication's write id)
+with ``if_none_match``: the manifest is the commit point, so a half-uploaded version is
+invisible and an existing version can never be overwritten. Every read checks bytes
+against the manifest.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from speechloop.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from speechloop.registry.cas import new_write_id, put_checked
 from speechloop.registry.model import (
     VersionInfo,
     check_kind,
@@ -46,15 +48,24 @@ def publish(
     metrics: dict[str, Any],
     lineage: dict[str, Any],
     version: str | None = None,
+    run_id: str | None = None,
 ) -> VersionInfo:
-    """Upload every file under ``src_dir`` as a new version; the manifest goes last."""
+    """Upload every file under ``src_dir`` as a new version; the manifest goes last.
+
+    The manifest carries the publication's ``write_id``: if the reply to its
+    conditional put is lost and the retry meets the manifest, the token tells our own
+    publication (success) from a rival's (Conflict).
+    """
     check_kind(kind)
     version = check_version(version) if version is not None else new_version_id()
+    write_id = new_write_id("publish", kind, version, run_id)
     src_dir = Path(src_dir)
     files = sorted(p for p in src_dir.rglob("*") if p.is_file()) if src_dir.is_dir() else []
     if not files:
         raise InvalidInput(f"model directory {src_dir} is missing or has no files")
     prefix = version_prefix(kind, version)
+    if _published_by(store, bucket, kind, version, write_id):
+        return show(store, bucket, kind, version)  # a re-run of the same run: done
     if store.exists(bucket, prefix + "manifest.json"):
         raise Conflict(f"model version {kind}/{version} already exists; versions are immutable")
     entries: dict[str, dict[str, Any]] = {}
@@ -72,14 +83,27 @@ def publish(
         "created_at": utc_now(),
         "files": entries,
         "documents": documents,
+        "write_id": write_id,
     }
-    try:
-        store.put_bytes(bucket, prefix + "manifest.json", dumps(manifest), if_none_match=True)
-    except Conflict:
-        raise Conflict(
-            f"model version {kind}/{version} already exists; versions are immutable"
-        ) from None
+
+    def landed() -> bool:
+        return _published_by(store, bucket, kind, version, write_id)
+
+    if not put_checked(
+        store, bucket, prefix + "manifest.json", dumps(manifest), etag=None, landed=landed
+    ):
+        raise Conflict(f"model version {kind}/{version} already exists; versions are immutable")
     return show(store, bucket, kind, version)
+
+
+def _published_by(store: ObjectStore, bucket: str, kind: str, version: str, write_id: str) -> bool:
+    """Whether the manifest of ``kind/version`` exists and carries ``write_id``."""
+    key = version_prefix(kind, version) + "manifest.json"
+    try:
+        manifest = json.loads(store.get_bytes(bucket, key))
+    except (NotFound, IntegrityError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("write_id") == write_id
 
 
 def list_versions(store: ObjectStore, bucket: str, kind: str) -> list[str]:
