@@ -35,6 +35,22 @@ class Settings(BaseSettings):
     store_backoff_s: float = Field(default=0.2, gt=0, description="first back-off delay")
     min_audio_s: float = Field(default=0.3, gt=0)
     max_audio_s: float = Field(default=30.0, gt=0)
+    asr_version: str | None = Field(
+        default=None, description="pinned ASR version or alias ('seed': the shipped seed)"
+    )
+    spk_version: str | None = Field(
+        default=None, description="pinned speaker version or alias ('seed': the shipped seed)"
+    )
+    asr_backend: Literal["onnx", "onnx-int8", "torch"] = Field(
+        default="onnx", description="ASR engine backend (speechloop.asr.engine)"
+    )
+    spk_backend: Literal["onnx", "torch"] = Field(
+        default="onnx", description="speaker embedder backend"
+    )
+    device: str | None = Field(
+        default=None, description="cpu, cuda or cuda:N (default: CUDA when present)"
+    )
+    threads: int | None = Field(default=None, ge=1, description="inference threads per model")
     seed: int = 0
     deployer: Literal["embedded", "kubernetes"] = Field(
         default="embedded", description="how model versions are made to serve (speechloop.deploy)"
