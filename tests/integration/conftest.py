@@ -23,6 +23,8 @@ Fixtures (names are stable; other test modules reuse them):
 - ``local_store``: a :class:`~speechloop.storage.local.LocalStore` in ``tmp_path``.
 - ``store``: parametrised over ``["local", "s3"]``: one of the two stores above.
 - ``bucket``: a fresh, created bucket name in ``store``.
+- ``fault_proxy``: a :class:`~tests.integration.faultproxy.FaultProxy` in front of the S3
+  server (no rules until the test adds some); point a store at ``fault_proxy.endpoint``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from speechloop.config import Settings
 from speechloop.storage.base import ObjectStore
 from speechloop.storage.local import LocalStore
 from speechloop.storage.s3 import MinioStore
+from tests.integration.faultproxy import FaultProxy
 
 _MOTO_SINGLE_THREADED = (
     "import sys\n"
@@ -191,3 +194,11 @@ def bucket(store: ObjectStore) -> str:
     name = unique_bucket()
     store.ensure_bucket(name)
     return name
+
+
+@pytest.fixture
+def fault_proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
+    """A fault forwarder in front of the S3 server, stopped (connections dropped) after."""
+    host, port = s3_server.endpoint.rsplit(":", 1)
+    with FaultProxy((host, int(port))) as proxy:
+        yield proxy

@@ -133,15 +133,22 @@ class Rule:
     action: Action
     times: int | None = 1
     seconds: float = 0.0
+    after: int = 0
     hits: int = 0
+    passed: int = 0
 
     def applies(self, request: Request) -> bool:
-        """Whether this rule still fires and matches ``request``."""
+        """Whether this rule fires on ``request`` (counting the matches it lets pass)."""
         if self.times is not None and self.hits >= self.times:
             return False
         if isinstance(self.match, str):
-            return request.matches(self.match)
-        return bool(self.match(request))
+            matched = request.matches(self.match)
+        else:
+            matched = bool(self.match(request))
+        if matched and self.passed < self.after:
+            self.passed += 1
+            return False
+        return matched
 
 
 @dataclass(frozen=True)
@@ -225,9 +232,16 @@ class FaultProxy:
     # -- rules and counts --------------------------------------------------------------
 
     def add_rule(
-        self, match: Matcher, action: Action, *, times: int | None = 1, seconds: float = 0.0
+        self,
+        match: Matcher,
+        action: Action,
+        *,
+        times: int | None = 1,
+        seconds: float = 0.0,
+        after: int = 0,
     ) -> Rule:
-        """Apply ``action`` to the next ``times`` matching requests (None: all of them).
+        """Apply ``action`` to ``times`` matching requests (None: all of them), once
+        ``after`` matching requests went by untouched; ``seconds`` is a stall's hold.
 
         Rules are tried in the order added; the first that applies wins.
         """
@@ -235,7 +249,7 @@ class FaultProxy:
             raise ValueError(f"unknown action {action!r}: expected one of {ACTIONS}")
         if isinstance(match, str) and not match.strip():
             raise ValueError("empty match: use '* *' to match every request")
-        rule = Rule(match, action, times, seconds)
+        rule = Rule(match, action, times, seconds, after)
         with self._lock:
             self.rules.append(rule)
         return rule
