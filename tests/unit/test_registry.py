@@ -192,12 +192,18 @@ def test_rollback_to_previous_and_to_named(reg: ModelRegistry, tmp_path: Path) -
 
 
 def assert_consistent(reg: ModelRegistry, kind: str, promoted: set[str]) -> None:
-    """After racing promotions: one history record per promotion, forming one chain
-    (each version replaced at most once, one start), ending at production, with
-    previous = the version production replaced, and the mirror equal to it."""
-    hist = [h for h in reg.history(kind) if h["action"] == "promote"]
+    """After racing promotions: one history record per promotion, forming one chain in
+    commit order (each line replaces the one before it, seq 1, 2, ...), ending at
+    production, with previous = the version production replaced, and the mirror equal
+    to it; the stored log holds every line."""
+    full = reg.history(kind)
+    assert [h["seq"] for h in full] == list(range(1, len(full) + 1))
+    hist = [h for h in full if h["action"] == "promote"]
     assert sorted(h["version"] for h in hist) == sorted(promoted)
     froms = [h["from_version"] for h in hist]
+    assert froms == [None] + [h["version"] for h in hist[:-1]]
+    stored = reg.store.get_bytes(reg.bucket, f"{kind}/history.jsonl").decode().splitlines()
+    assert len(stored) == len(full)
     assert froms.count(None) == 1 and len(set(froms)) == len(froms)
     assert set(froms) - {None} <= promoted
     production = reg.get_alias(kind, "production")
