@@ -6,16 +6,32 @@ list of every hotword of the set (a harder list full of distractors). Scores com
 :mod:`speechloop.asr.metrics` (CER with S/D/I, ``acc`` = 1 - CER, hotword recall,
 precision, F1). Any gain with hotwords comes from the model's hotword path: there is no
 text post-correction here.
+
+:func:`evaluate_report` is the gate's input: per-utterance scores of two decodings
+(without hotwords, and with one shared list) as a :class:`speechloop.gating.AsrReport`,
+whose ``summary()`` gives the same aggregates. It takes any ``decode(waves, hotwords)``
+function: :func:`transcriber_decoder` and :func:`engine_decoder` adapt the two kinds of
+model objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from speechloop.asr.finetune.data import read_wave
 from speechloop.asr.inference import Transcriber
 from speechloop.data.types import AsrRow
+
+if TYPE_CHECKING:
+    from speechloop.gating.asr_report import AsrReport
+
+Waves = list[npt.NDArray[np.float32]]
+# (16 kHz mono waves, hotword list or None) -> one hypothesis text per wave
+Decode = Callable[[Waves, list[str] | None], list[str]]
 
 MODES = ("none", "own", "all")
 
@@ -65,3 +81,64 @@ def evaluate_rows(
         )
         report["cer_change_own"] = report["own"]["cer"] - report["none"]["cer"]
     return report
+
+
+class _Engine(Protocol):
+    """What :func:`engine_decoder` needs of an ASR engine (speechloop.asr.engine)."""
+
+    def parse_hotwords(self, raw: Sequence[str]) -> Any:
+        """The engine's hotword policy."""
+        ...
+
+    def transcribe(self, waves: Sequence[Any], hotwords: Any = None) -> Sequence[Any]:
+        """Outputs with a ``text``."""
+        ...
+
+
+def transcriber_decoder(transcriber: Transcriber) -> Decode:
+    """``decode`` over a torch :class:`Transcriber` (no timestamps)."""
+
+    def decode(waves: Waves, hotwords: list[str] | None) -> list[str]:
+        return [t.text for t in transcriber.transcribe(waves, hotwords, timestamps=False)]
+
+    return decode
+
+
+def engine_decoder(engine: _Engine) -> Decode:
+    """``decode`` over an engine with ``parse_hotwords`` and ``transcribe`` (any backend)."""
+
+    def decode(waves: Waves, hotwords: list[str] | None) -> list[str]:
+        parsed = engine.parse_hotwords(hotwords) if hotwords else None
+        return [o.text for o in engine.transcribe(waves, parsed)]
+
+    return decode
+
+
+def evaluate_report(
+    decode: Decode,
+    rows: Sequence[AsrRow],
+    *,
+    version: str,
+    hotword_list: Sequence[str] | None = None,
+    eval_set: str = "",
+    batch_size: int = 16,
+) -> AsrReport:
+    """Per-utterance scores of one model on ``rows``, decoded without hotwords and with
+    ``hotword_list`` (default: every hotword of the rows), for the promotion gate."""
+    from speechloop.gating.asr_report import build_asr_report, shared_list
+
+    names = (
+        list(hotword_list)
+        if hotword_list is not None
+        else list(shared_list([r.hotwords for r in rows]))
+    )
+    with_list: list[str] = []
+    plain: list[str] = []
+    for i in range(0, len(rows), batch_size):
+        waves = [read_wave(r) for r in rows[i : i + batch_size]]
+        with_list.extend(decode(waves, names or None))
+        plain.extend(decode(waves, None))
+    return build_asr_report(
+        version, [r.id for r in rows], [r.text for r in rows], with_list, plain, names,
+        eval_set=eval_set,
+    )  # fmt: skip

@@ -153,19 +153,27 @@ class UttScore:
         return self.edits / self.ref_chars
 
 
+def hotword_counts(ref_u: str, hyp_u: str, ali: Alignment, word: str) -> tuple[int, int, int]:
+    """(reference occurrences, recalled, hypothesis occurrences) of one scored-unit
+    ``word`` in scored texts ``ref_u`` / ``hyp_u`` aligned by ``ali``."""
+    n_ref = n_rec = 0
+    if not word:
+        return 0, 0, 0
+    for start, end in occurrences(ref_u, word):
+        n_ref += 1
+        h0, h1 = ali.hyp_span(start, end)
+        n_rec += hyp_u[h0:h1] == word and _edge_ok(hyp_u, h0, h1)
+    return n_ref, n_rec, len(occurrences(hyp_u, word))
+
+
 def score_utterance(ref: str, hyp: str, hotwords: Iterable[str] = ()) -> UttScore:
     """Score one hypothesis against its reference, with the hotwords of this utterance."""
     ref_u, hyp_u = char_units(ref), char_units(hyp)
     ali = align(ref_u, hyp_u)
     n_ref = n_rec = n_hyp = 0
     for word in dict.fromkeys(char_units(w) for w in hotwords):
-        if not word:
-            continue
-        for start, end in occurrences(ref_u, word):
-            n_ref += 1
-            h0, h1 = ali.hyp_span(start, end)
-            n_rec += hyp_u[h0:h1] == word and _edge_ok(hyp_u, h0, h1)
-        n_hyp += len(occurrences(hyp_u, word))
+        w_ref, w_rec, w_hyp = hotword_counts(ref_u, hyp_u, ali, word)
+        n_ref, n_rec, n_hyp = n_ref + w_ref, n_rec + w_rec, n_hyp + w_hyp
     return UttScore(
         ref_chars=len(ref_u),
         substitutions=ali.count(SUB),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +19,9 @@ from speechloop.speaker.metrics import (
     plot_det,
     score_trials,
 )
+
+if TYPE_CHECKING:
+    from speechloop.gating.spk_report import SpkReport
 
 
 @dataclass
@@ -52,3 +55,13 @@ def evaluate_embedder(
     if det_png is not None:
         plot_det({embedder.version: error_curve(scores, labels)}, det_png)
     return EvalResult(compute_metrics(scores, labels), scores, labels)
+
+
+def evaluate_report(
+    embedder: SpeakerEmbedder, data: SpkEvalSet, *, version: str | None = None, eval_set: str = ""
+) -> SpkReport:
+    """Per-trial scores of ``embedder`` on ``data`` with both speakers (the gate's input)."""
+    from speechloop.gating.spk_report import build_spk_report
+
+    scores, _ = score_trials(embed_eval_set(embedder, data), data.trials)
+    return build_spk_report(version or embedder.version, data, scores, eval_set=eval_set)
