@@ -14,14 +14,18 @@ Contract (checked by ``tests/integration/test_store_contract.py`` on every backe
   are retried with back-off; an unreachable endpoint raises
   :class:`~speechloop.errors.StoreUnavailable` and refused credentials
   :class:`~speechloop.errors.StoreAuthError`.
+- ``recover`` repairs what a killed writer left (a no-op where the server makes every
+  write atomic, as S3 does); ``verify_objects`` re-reads objects and names the ones whose
+  bytes no longer match their checksum. Both report, neither raises on a bad object.
 """
 
 from __future__ import annotations
 
 import abc
 import builtins
+import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -33,6 +37,35 @@ class ObjectInfo:
     size: int
     sha256: str
     etag: str
+
+
+@dataclass(frozen=True)
+class Repair:
+    """One object ``recover`` or ``verify_objects`` acted on: its key and what happened."""
+
+    key: str
+    action: str
+
+
+@dataclass
+class RecoveryReport:
+    """What :meth:`ObjectStore.recover` did in one bucket.
+
+    ``fixed``: interrupted writes completed or rolled back, stray records removed.
+    ``unfixable``: objects whose bytes match no recorded generation (tampered, or torn
+    by a writer older than the crash-safe commit); they read as IntegrityError until
+    rewritten. ``temp_files_removed``: staging files of writers that are gone.
+    """
+
+    bucket: str
+    fixed: list[Repair] = field(default_factory=list)
+    unfixable: list[Repair] = field(default_factory=list)
+    temp_files_removed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether every object is readable after the recovery."""
+        return not self.unfixable
 
 
 class ObjectStore(abc.ABC):
@@ -102,3 +135,35 @@ class ObjectStore(abc.ABC):
             if "/" in rest:
                 names.add(rest.split("/", 1)[0])
         return sorted(names)
+
+    def recover(self, bucket: str, prefix: str = "") -> RecoveryReport:
+        """Repair what killed writers left under ``prefix``; report what was done.
+
+        The default has nothing to do: on S3 a write becomes visible only when it
+        completed, so nothing can be torn (abandoned multipart uploads are the server's
+        lifecycle rules' business). :class:`~speechloop.storage.local.LocalStore`
+        overrides it.
+        """
+        del prefix  # nothing is ever torn, whatever the prefix
+        return RecoveryReport(bucket)
+
+    def verify_objects(self, bucket: str, prefix: str = "") -> builtins.list[Repair]:
+        """Re-read every object under ``prefix``; the ones failing their checksum.
+
+        Each returned :class:`Repair` names the key and the integrity problem. Streams
+        every object through a temporary file (the backend's own verified download).
+        """
+        from speechloop.errors import IntegrityError, NotFound
+
+        problems: builtins.list[Repair] = []
+        with tempfile.TemporaryDirectory(prefix="speechloop-verify-") as tmp:
+            dest = Path(tmp) / "object"
+            for info in self.list(bucket, prefix):
+                try:
+                    self.get_file(bucket, info.key, dest)
+                except IntegrityError as exc:
+                    problems.append(Repair(info.key, str(exc)))
+                except NotFound:
+                    continue  # deleted since the listing
+                dest.unlink(missing_ok=True)
+        return problems

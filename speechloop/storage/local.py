@@ -4,27 +4,41 @@ Layout under ``root``::
 
     <root>/<bucket>/<key>                 the object's bytes (what a user browses)
     <root>/.meta/<bucket>/<key>.json      {"sha256", "size", "etag"}: the checksum record
-    <root>/.tmp/                          staging area for atomic writes (same filesystem)
+    <root>/.tmp/<writer>/                 one staging directory per writing process
+    <root>/.tmp/<writer>.lock             held (flock) by that process while it lives
     <root>/.locks/<bucket>.lock           fcntl lock serialising commits to a bucket
 
 Why it is built this way:
 
-- Atomicity: bytes are staged in ``.tmp``, fsynced, then moved into place with
-  ``os.replace``, so a reader never sees a partial object under its final name, and a
-  failed upload leaves nothing behind. Staging lives outside the bucket directory, so
-  ``list`` never shows a temporary file.
+- Atomicity: bytes are staged in the writer's directory under ``.tmp``, fsynced, then
+  moved into place with ``os.replace``, so a reader never sees a partial object under
+  its final name, and a failed upload leaves nothing behind. Staging lives outside the
+  bucket directory, so ``list`` never shows a temporary file.
 - Checksums: the sha256 record sits in a separate tree (bucket names cannot start with a
-  dot, so ``.meta`` can never collide with a bucket). The record is replaced *before* the
-  bytes; a crash in between leaves a torn object that reads as IntegrityError, never a
-  silently wrong one. Reads recompute the hash and compare. A file placed in a bucket
-  directory by hand has no record and is adopted as it is (like an object uploaded to
-  MinIO by another tool).
-- Concurrency: every commit (replace of record + bytes, delete) holds an exclusive
-  ``flock`` on the bucket's lock file, and the conditional check runs inside it, so
+  dot, so ``.meta`` can never collide with a bucket). Reads recompute the hash and
+  compare. A file placed in a bucket directory by hand has no record and is adopted as
+  it is (like an object uploaded to MinIO by another tool).
+- Crash safety: a commit is three steps under the bucket lock: (1) an *intent* record
+  naming both generations (the new sha256/etag and, under ``prev``, the current one,
+  or null for a new key) replaces the record; (2) the staged bytes are renamed into
+  place (the commit point); (3) the settled record (no ``prev``) replaces the intent. A
+  writer killed anywhere leaves bytes that match one of the generations its record
+  names, so the object reads as the old or the new generation, never as corrupt. The
+  next commit or ``stat`` of the key settles such a record (hashing the bytes to see
+  which generation won); :meth:`LocalStore.recover` settles every one in a bucket and
+  removes records left without bytes.
+- Temp files: each writing process stages in its own ``.tmp/<writer>/`` and holds an
+  ``flock`` on ``.tmp/<writer>.lock`` until it exits; the kernel drops the lock when the
+  process dies. The first store opened on a root in a process removes the staging
+  directories whose lock is free (their writer is gone) and loose files older than an
+  hour, and never touches a live writer's files.
+- Concurrency: every commit (the three steps, delete) holds an exclusive ``flock`` on
+  the bucket's lock file, and the conditional check runs inside it, so
   ``if_none_match``/``if_match`` are compare-and-swap across threads and processes.
-  Readers go without the lock; only when bytes and record disagree (a writer was between
-  its two renames) they re-read under the shared lock, where a mismatch is real
-  corruption. An open descriptor keeps the old inode alive if a writer replaces it.
+  Readers go without the lock; when bytes and record disagree (a writer was between two
+  renames) they re-read under the shared lock, where bytes that match no generation of
+  the record are real corruption. An open descriptor keeps the old inode alive if a
+  writer replaces it.
 
 Limitation (filesystem, not S3): a key cannot be both an object and a "directory"
 (``a`` and ``a/b``); such a write raises Conflict naming the key.
@@ -32,27 +46,95 @@ Limitation (filesystem, not S3): a key cannot be both an object and a "directory
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from speechloop.errors import Conflict, IntegrityError, NotFound
-from speechloop.storage.base import ObjectInfo, ObjectStore
+from speechloop.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from speechloop.storage.base import ObjectInfo, ObjectStore, RecoveryReport, Repair
 from speechloop.storage.keys import validate_bucket, validate_key
 
 _CHUNK = 1 << 20
+_GRACE_S = 60.0
+"""A staging file younger than this is never swept (its writer may not hold its lock yet)."""
+
+Record = dict[str, Any]
 
 
 def _new_etag() -> str:
     """A fresh etag per write, so compare-and-swap also detects rewrites of equal bytes."""
     return uuid.uuid4().hex
+
+
+# -- staging files ---------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _held_temp(directory: Path, suffix: str) -> Iterator[tuple[Path, IO[bytes]]]:
+    """A fresh file in ``directory``, open for writing and ``flock``-ed until the block ends.
+
+    The lock tells :func:`sweep_temp` that its writer is alive; the kernel drops it when
+    the process dies. The file is removed at the end unless it was renamed away.
+    """
+    path = directory / f"{uuid.uuid4().hex}{suffix}"
+    with path.open("xb") as out:
+        fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+        try:
+            yield path, out
+        finally:
+            path.unlink(missing_ok=True)
+
+
+_SWEPT: set[tuple[int, Path]] = set()
+
+
+def sweep_temp(root: Path, *, now: float | None = None, min_age_s: float = _GRACE_S) -> int:
+    """Remove staging files whose writer is gone; return how many were removed.
+
+    A file goes when it is older than ``min_age_s`` and its ``flock`` is free (a live
+    writer holds it from creation to rename). Files of live writers are never touched.
+    """
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        entries = list((Path(root) / ".tmp").iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if now - entry.lstat().st_mtime >= min_age_s and _unheld(entry):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed += 1
+    return removed
+
+
+def _unheld(path: Path) -> bool:
+    """Whether no process holds the ``flock`` of ``path`` (directories: always true)."""
+    if path.is_dir() or path.is_symlink():
+        return True
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+# -- the store -------------------------------------------------------------------------
 
 
 class LocalStore(ObjectStore):
@@ -61,8 +143,13 @@ class LocalStore(ObjectStore):
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = Path(root).resolve()
         self._fsync = fsync
+        self._tmp = self.root / ".tmp"
         for sub in (".meta", ".tmp", ".locks"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        slot = (os.getpid(), self.root)
+        if slot not in _SWEPT:  # once per process and root: clean what dead writers left
+            _SWEPT.add(slot)
+            sweep_temp(self.root)
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -90,8 +177,10 @@ class LocalStore(ObjectStore):
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
+    # -- checksum records ------------------------------------------------------------
+
     @staticmethod
-    def _read_meta(meta: Path, data: Path, bucket: str, key: str) -> dict[str, Any]:
+    def _read_meta(meta: Path, data: Path, bucket: str, key: str) -> Record:
         """The checksum record of an object.
 
         A file placed in the bucket directory by hand has no record: it is adopted as
@@ -99,7 +188,7 @@ class LocalStore(ObjectStore):
         files into the embedded store as they would upload them to MinIO with ``mc``.
         """
         try:
-            record: dict[str, Any] = json.loads(meta.read_text())
+            record: Record = json.loads(meta.read_text())
         except FileNotFoundError:
             st = data.stat()
             return {
@@ -109,73 +198,103 @@ class LocalStore(ObjectStore):
             }
         except ValueError as exc:
             raise IntegrityError(f"checksum record of {bucket}/{key} is corrupt: {exc}") from None
+        if not isinstance(record, dict):
+            raise IntegrityError(f"checksum record of {bucket}/{key} is not a JSON object")
         return record
+
+    def _write_record(self, meta: Path, record: Record, *, durable: bool) -> None:
+        """Replace ``meta`` atomically by ``record`` (staged in ``.tmp``)."""
+        with _held_temp(self._tmp, ".json") as (tmp, out):
+            out.write(json.dumps(record).encode())
+            out.flush()
+            if durable and self._fsync:
+                os.fsync(out.fileno())
+            tmp.replace(meta)
+
+    @staticmethod
+    def _generation(record: Record, sha: str) -> Record | None:
+        """The generation of ``record`` whose sha256 is ``sha``: itself, its ``prev``, or None."""
+        if record.get("sha256") == sha:
+            return {k: v for k, v in record.items() if k != "prev"}
+        prev = record.get("prev")
+        if isinstance(prev, dict) and prev.get("sha256") == sha:
+            return prev
+        return None
+
+    def _settle(self, bucket: str, key: str, data: Path, meta: Path) -> Record | None:
+        """The current generation of a key, settling an interrupted write (bucket lock held).
+
+        None if the key has no bytes. A record still carrying ``prev`` (its writer died
+        between renames) is replaced by the generation the bytes match; IntegrityError
+        if they match neither.
+        """
+        if not data.is_file():
+            return None
+        record = self._read_meta(meta, data, bucket, key)
+        if "prev" not in record:
+            return record
+        sha = _hash_path(data)
+        settled = self._generation(record, sha)
+        if settled is None:
+            raise IntegrityError(
+                f"object {bucket}/{key} is corrupt: sha256 {sha} matches neither generation "
+                "its interrupted write recorded"
+            )
+        self._write_record(meta, settled, durable=False)
+        return settled
 
     # -- staging and committing ------------------------------------------------------
 
-    def _stage(self, source: IO[bytes] | bytes) -> tuple[Path, str, int]:
-        """Write ``source`` to a fresh file in ``.tmp``, fsynced; return (path, sha256, size).
-
-        If reading ``source`` fails, the temp file is removed and the error propagates:
-        nothing becomes visible.
-        """
-        tmp = self.root / ".tmp" / f"{uuid.uuid4().hex}.part"
+    def _fill(self, out: IO[bytes], source: IO[bytes] | bytes) -> tuple[str, int]:
+        """Copy ``source`` into the staging file ``out``, fsynced; return (sha256, size)."""
         digest = hashlib.sha256()
         size = 0
-        try:
-            with tmp.open("xb") as out:
-                if isinstance(source, bytes):
-                    out.write(source)
-                    digest.update(source)
-                    size = len(source)
-                else:
-                    while chunk := source.read(_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                out.flush()
-                if self._fsync:
-                    os.fsync(out.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return tmp, digest.hexdigest(), size
+        if isinstance(source, bytes):
+            out.write(source)
+            digest.update(source)
+            size = len(source)
+        else:
+            while chunk := source.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        out.flush()
+        if self._fsync:
+            os.fsync(out.fileno())
+        return digest.hexdigest(), size
 
     def _commit(
         self,
         bucket: str,
         key: str,
-        tmp: Path,
-        sha: str,
-        size: int,
+        source: IO[bytes] | bytes,
         *,
         if_none_match: bool = False,
         if_match: str | None = None,
     ) -> ObjectInfo:
-        data, meta = self._paths(bucket, key)
-        etag = _new_etag()
-        meta_tmp = tmp.with_suffix(".json")
-        meta_tmp.write_text(json.dumps({"sha256": sha, "size": size, "etag": etag}))
-        try:
-            with self._lock(bucket):
-                self._check_condition(bucket, key, data, meta, if_none_match, if_match)
-                try:
-                    data.parent.mkdir(parents=True, exist_ok=True)
-                    meta.parent.mkdir(parents=True, exist_ok=True)
-                except (FileExistsError, NotADirectoryError):
-                    raise Conflict(
-                        f"key {bucket}/{key}: a parent path is already an object"
-                    ) from None
-                if data.is_dir():
-                    raise Conflict(f"key {bucket}/{key}: already a prefix of other objects")
-                meta_tmp.replace(meta)
-                tmp.replace(data)
-        finally:
-            for leftover in (tmp, meta_tmp):
-                leftover.unlink(missing_ok=True)
-        return ObjectInfo(key=key, size=size, sha256=sha, etag=etag)
+        """Stage ``source``, then under the bucket lock: intent record, bytes, settled record.
 
-    def _check_condition(
+        If reading ``source`` fails, the staging file is removed and the error
+        propagates: nothing becomes visible.
+        """
+        data, meta = self._paths(bucket, key)
+        with _held_temp(self._tmp, ".part") as (tmp, out):
+            sha, size = self._fill(out, source)
+            new: Record = {"sha256": sha, "size": size, "etag": _new_etag()}
+            with self._lock(bucket):
+                current = self._current(bucket, key, data, meta, if_none_match, if_match)
+                self._make_parents(bucket, key, data, meta)
+                saved = _read_raw(meta)
+                self._write_record(meta, {**new, "prev": current}, durable=True)
+                try:
+                    tmp.replace(data)  # the commit point
+                except BaseException:
+                    self._restore(meta, saved)
+                    raise
+                self._write_record(meta, new, durable=False)
+        return ObjectInfo(key=key, size=size, sha256=sha, etag=str(new["etag"]))
+
+    def _current(
         self,
         bucket: str,
         key: str,
@@ -183,25 +302,57 @@ class LocalStore(ObjectStore):
         meta: Path,
         if_none_match: bool,
         if_match: str | None,
-    ) -> None:
-        exists = data.is_file()
-        if if_none_match and exists:
+    ) -> Record | None:
+        """The generation a write replaces, after checking its condition (lock held).
+
+        An unconditional write may replace a corrupt object (that is how one repairs it);
+        a conditional one may not.
+        """
+        try:
+            current = self._settle(bucket, key, data, meta)
+        except IntegrityError:
+            if if_none_match or if_match is not None:
+                raise
+            return None
+        if if_none_match and current is not None:
             raise Conflict(f"object {bucket}/{key} already exists (if_none_match)")
         if if_match is not None:
-            if not exists:
+            if current is None:
                 raise Conflict(f"object {bucket}/{key} does not exist (if_match {if_match})")
-            current = self._read_meta(meta, data, bucket, key).get("etag")
-            if current != if_match:
-                raise Conflict(f"object {bucket}/{key} changed: etag {current} != {if_match}")
+            if current.get("etag") != if_match:
+                raise Conflict(
+                    f"object {bucket}/{key} changed: etag {current.get('etag')} != {if_match}"
+                )
+        return current
 
-    def _open(
-        self, bucket: str, key: str, *, locked: bool = False
-    ) -> tuple[dict[str, Any], IO[bytes]]:
+    @staticmethod
+    def _make_parents(bucket: str, key: str, data: Path, meta: Path) -> None:
+        try:
+            data.parent.mkdir(parents=True, exist_ok=True)
+            meta.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise Conflict(f"key {bucket}/{key}: a parent path is already an object") from None
+        if data.is_dir():
+            raise Conflict(f"key {bucket}/{key}: already a prefix of other objects")
+
+    def _restore(self, meta: Path, saved: bytes | None) -> None:
+        """Put back the record file an aborted commit replaced by its intent."""
+        if saved is None:
+            meta.unlink(missing_ok=True)
+            return
+        with _held_temp(self._tmp, ".json") as (tmp, out):
+            out.write(saved)
+            out.flush()
+            tmp.replace(meta)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _open(self, bucket: str, key: str, *, locked: bool = False) -> tuple[Record, IO[bytes]]:
         """The checksum record and an open handle on the bytes.
 
         Unlocked, the pair may straddle a concurrent write (record of one generation,
         bytes of another); callers that find a mismatch re-read with ``locked=True``,
-        under the shared lock, where the pair is consistent.
+        under the shared lock, where no commit is half done.
         """
         data, meta = self._paths(bucket, key)
         guard = self._lock(bucket, shared=True) if locked else contextlib.nullcontext()
@@ -218,13 +369,71 @@ class LocalStore(ObjectStore):
         return record, handle
 
     @staticmethod
-    def _verify(bucket: str, key: str, record: dict[str, Any], sha: str) -> None:
-        if record.get("sha256") != sha:
-            raise IntegrityError(
-                f"object {bucket}/{key} is corrupt: sha256 {sha} != recorded {record.get('sha256')}"
-            )
+    def _corrupt(bucket: str, key: str, record: Record, sha: str) -> IntegrityError:
+        return IntegrityError(
+            f"object {bucket}/{key} is corrupt: sha256 {sha} != recorded {record.get('sha256')}"
+        )
 
-    # -- the ObjectStore interface ---------------------------------------------------
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        """Read a whole object; IntegrityError if its bytes match no recorded generation."""
+        for locked in (False, True):
+            record, handle = self._open(bucket, key, locked=locked)
+            with handle:
+                body = handle.read()
+            sha = hashlib.sha256(body).hexdigest()
+            if self._generation(record, sha) is not None:
+                return body
+        raise self._corrupt(bucket, key, record, sha)
+
+    def get_file(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
+        """Copy an object to ``dest`` via a temp file beside it, verified before the rename."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            for locked in (False, True):
+                record, handle = self._open(bucket, key, locked=locked)
+                digest = hashlib.sha256()
+                with handle, tmp.open("wb") as out:
+                    while chunk := handle.read(_CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                generation = self._generation(record, digest.hexdigest())
+                if generation is not None:
+                    break
+            else:
+                raise self._corrupt(bucket, key, record, digest.hexdigest())
+            tmp.replace(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return self._info(key, generation)
+
+    @staticmethod
+    def _info(key: str, record: Record) -> ObjectInfo:
+        return ObjectInfo(
+            key=key,
+            size=int(record.get("size", -1)),
+            sha256=str(record.get("sha256", "")),
+            etag=str(record.get("etag", "")),
+        )
+
+    def stat(self, bucket: str, key: str) -> ObjectInfo:
+        """The recorded size, sha256 and etag of one object (NotFound if absent).
+
+        A record left mid-write by a killed writer is settled first (under the lock).
+        """
+        record, handle = self._open(bucket, key)
+        handle.close()
+        if "prev" in record:
+            data, meta = self._paths(bucket, key)
+            with self._lock(bucket):
+                settled = self._settle(bucket, key, data, meta)
+            if settled is None:
+                raise NotFound(f"object {bucket}/{key} does not exist")
+            record = settled
+        return self._info(key, record)
+
+    # -- the rest of the ObjectStore interface --------------------------------------
 
     def ensure_bucket(self, bucket: str) -> None:
         """Create the bucket directory (and its checksum tree) if missing."""
@@ -241,10 +450,8 @@ class LocalStore(ObjectStore):
         if_match: str | None = None,
     ) -> ObjectInfo:
         """Write ``data`` at ``key`` atomically, optionally as compare-and-swap."""
-        self._paths(bucket, key)  # validate before staging
-        tmp, sha, size = self._stage(bytes(data))
         return self._commit(
-            bucket, key, tmp, sha, size, if_none_match=if_none_match, if_match=if_match
+            bucket, key, bytes(data), if_none_match=if_none_match, if_match=if_match
         )
 
     def put_file(self, bucket: str, key: str, path: Path) -> ObjectInfo:
@@ -253,77 +460,24 @@ class LocalStore(ObjectStore):
         if not Path(path).is_file():
             raise NotFound(f"local file {path} does not exist")
         with Path(path).open("rb") as source:
-            tmp, sha, size = self._stage(source)
-        return self._commit(bucket, key, tmp, sha, size)
-
-    def get_bytes(self, bucket: str, key: str) -> bytes:
-        """Read a whole object; IntegrityError if its bytes do not match the record."""
-        for locked in (False, True):
-            record, handle = self._open(bucket, key, locked=locked)
-            with handle:
-                body = handle.read()
-            sha = hashlib.sha256(body).hexdigest()
-            if record.get("sha256") == sha:
-                return body
-        self._verify(bucket, key, record, sha)
-        return body  # pragma: no cover - _verify raised
-
-    def get_file(self, bucket: str, key: str, dest: Path) -> ObjectInfo:
-        """Copy an object to ``dest`` via a temp file beside it, verified before the rename."""
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
-        try:
-            for locked in (False, True):
-                record, handle = self._open(bucket, key, locked=locked)
-                digest = hashlib.sha256()
-                with handle, tmp.open("wb") as out:
-                    while chunk := handle.read(_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                if record.get("sha256") == digest.hexdigest():
-                    break
-            self._verify(bucket, key, record, digest.hexdigest())
-            tmp.replace(dest)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return self._info(key, record)
-
-    @staticmethod
-    def _info(key: str, record: dict[str, Any]) -> ObjectInfo:
-        return ObjectInfo(
-            key=key,
-            size=int(record.get("size", -1)),
-            sha256=str(record.get("sha256", "")),
-            etag=str(record.get("etag", "")),
-        )
-
-    def stat(self, bucket: str, key: str) -> ObjectInfo:
-        """The recorded size, sha256 and etag of one object (NotFound if absent)."""
-        record, handle = self._open(bucket, key)
-        handle.close()
-        return self._info(key, record)
+            return self._commit(bucket, key, source)
 
     def list(
         self, bucket: str, prefix: str = "", *, start_after: str | None = None
     ) -> Iterator[ObjectInfo]:
         """Objects under ``prefix`` in lexicographic key order, after ``start_after``."""
         base = self._bucket_dir(bucket)
-        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        top = base / head if head else base
-        keys: list[str] = []
-        for dirpath, _dirs, files in os.walk(top):
-            rel = Path(dirpath).relative_to(base).as_posix()
-            for name in files:
-                key = name if rel == "." else f"{rel}/{name}"
-                if key.startswith(prefix) and (start_after is None or key > start_after):
-                    keys.append(key)
+        keys = [key for key in _walk_keys(base, prefix) if start_after is None or key > start_after]
         for key in sorted(keys):
             with contextlib.suppress(NotFound):  # deleted since the walk
                 yield self.stat(bucket, key)
 
     def delete(self, bucket: str, key: str) -> None:
-        """Remove an object and its record; a missing key is not an error."""
+        """Remove an object and its record; a missing key is not an error.
+
+        Bytes go first: a crash in between leaves a record without bytes (the key reads
+        as absent; ``recover`` removes the record), never bytes without their record.
+        """
         data, meta = self._paths(bucket, key)
         bucket_dir, meta_dir = self.root / bucket, self.root / ".meta" / bucket
         with self._lock(bucket):
@@ -334,6 +488,98 @@ class LocalStore(ObjectStore):
             _prune_empty(data.parent, bucket_dir)
             _prune_empty(meta.parent, meta_dir)
 
+    # -- repair ----------------------------------------------------------------------
+
+    def recover(self, bucket: str, prefix: str = "") -> RecoveryReport:
+        """Settle every interrupted write under ``prefix`` and drop records without bytes.
+
+        Also removes the staging files of writers that are gone. Reads only the checksum
+        records; hashes only the bytes of interrupted writes. Objects whose bytes match
+        no generation of their record are reported in ``unfixable`` (rewrite them with an
+        unconditional put, or delete them).
+        """
+        self._bucket_dir(bucket)
+        report = RecoveryReport(bucket, temp_files_removed=sweep_temp(self.root))
+        for key in _walk_keys(self.root / ".meta" / bucket, prefix, suffix=".json"):
+            try:
+                data, meta = self._paths(bucket, key)
+            except InvalidInput as exc:
+                report.unfixable.append(Repair(key, f"stray file in the checksum tree: {exc}"))
+                continue
+            if _settled(data, meta):
+                continue  # nothing to check without hashing
+            with self._lock(bucket):
+                self._recover_one(bucket, key, data, meta, report)
+        return report
+
+    def _recover_one(
+        self, bucket: str, key: str, data: Path, meta: Path, report: RecoveryReport
+    ) -> None:
+        """Settle one suspicious record (bucket lock held) and note it in ``report``."""
+        if not data.is_file():
+            if meta.is_file():
+                meta.unlink()
+                report.fixed.append(Repair(key, "removed a checksum record without bytes"))
+            return
+        try:
+            before = self._read_meta(meta, data, bucket, key)
+            if "prev" not in before:
+                return
+            after = self._settle(bucket, key, data, meta)
+        except IntegrityError as exc:
+            report.unfixable.append(Repair(key, str(exc)))
+            return
+        won = "new" if after is not None and after.get("etag") == before.get("etag") else "old"
+        report.fixed.append(Repair(key, f"settled an interrupted write: the {won} generation"))
+
+    def verify_objects(self, bucket: str, prefix: str = "") -> builtins.list[Repair]:
+        """Hash every object under ``prefix`` in place; the ones matching no generation."""
+        problems: builtins.list[Repair] = []
+        for key in sorted(_walk_keys(self._bucket_dir(bucket), prefix)):
+            try:
+                self._verify_in_place(bucket, key)
+            except IntegrityError as exc:
+                problems.append(Repair(key, str(exc)))
+            except NotFound:
+                continue
+        return problems
+
+    def _verify_in_place(self, bucket: str, key: str) -> None:
+        for locked in (False, True):
+            record, handle = self._open(bucket, key, locked=locked)
+            with handle:
+                digest = hashlib.sha256()
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+            if self._generation(record, digest.hexdigest()) is not None:
+                return
+        raise self._corrupt(bucket, key, record, digest.hexdigest())
+
+
+def _settled(data: Path, meta: Path) -> bool:
+    """Whether a record is a plain settled record of existing bytes (read unlocked)."""
+    try:
+        record = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return False
+    return data.is_file() and isinstance(record, dict) and "prev" not in record
+
+
+def _walk_keys(base: Path, prefix: str, *, suffix: str = "") -> Iterator[str]:
+    """Keys of the files under ``base`` starting with ``prefix`` (``suffix`` stripped)."""
+    head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+    top = base / head if head else base
+    for dirpath, _dirs, files in os.walk(top):
+        rel = Path(dirpath).relative_to(base).as_posix()
+        for name in files:
+            if suffix:
+                if not name.endswith(suffix):
+                    continue
+                name = name[: -len(suffix)]
+            key = name if rel == "." else f"{rel}/{name}"
+            if key.startswith(prefix):
+                yield key
+
 
 def _prune_empty(directory: Path, stop: Path) -> None:
     """Remove empty directories from ``directory`` up to (not including) ``stop``."""
@@ -343,6 +589,14 @@ def _prune_empty(directory: Path, stop: Path) -> None:
         except OSError:
             return
         directory = directory.parent
+
+
+def _read_raw(path: Path) -> bytes | None:
+    """The bytes of a file, or None if it does not exist."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _hash_path(path: Path) -> str:
