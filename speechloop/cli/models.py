@@ -1,4 +1,4 @@
-"""``speechloop models ...``: list, show, promote and roll back registry versions.
+"""``speechloop models ...``: list, show, promote, roll back, verify and repair versions.
 
 The registry lives in ``settings.models_bucket`` of the configured store
 (``SPEECHLOOP_STORE``). Errors of the speechloop family print as one line on stderr
@@ -15,10 +15,11 @@ import typer
 from rich.table import Table
 
 from speechloop.cli.common import cli_errors, console
-from speechloop.errors import NotFound
+from speechloop.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
     from speechloop.registry import ModelRegistry, VersionInfo
+    from speechloop.registry.check import Report as CheckReport
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -148,3 +149,72 @@ def rollback(
         previous = reg.get_alias(kind.value, "previous")
     was = f" (previous: {previous.version})" if previous else ""
     console.print(f"{kind.value} production rolled back -> {alias.version}{was}")
+
+
+def _kinds(kind: Kind | None) -> list[str]:
+    return [kind.value] if kind else [k.value for k in Kind]
+
+
+def _print_report(report: CheckReport) -> None:
+    aliases = f"production {report.production or '-'}, previous {report.previous or '-'}"
+    console.print(f"{report.kind}: {len(report.verified)} version(s) verified; {aliases}")
+    for finding in report.findings:
+        hint = f" (repair: {finding.fix})" if finding.fix else " (repair cannot fix this)"
+        console.print(f"  [red]problem[/red] {finding}{hint}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def verify(
+    kind: Annotated[Kind | None, typer.Argument(help="asr or spk (default: both)")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="re-hash only this version (needs KIND)")
+    ] = None,
+) -> None:
+    """Re-hash versions, check aliases, the previous mirror and the history; exit 1 on
+    any problem."""
+    from speechloop.registry import check
+
+    problems = 0
+    with cli_errors():
+        if version is not None and kind is None:
+            raise InvalidInput("--version needs a KIND (asr or spk)")
+        reg = _registry()
+        for k in _kinds(kind):
+            report = check.inspect(reg, k, version=version)
+            _print_report(report)
+            problems += len(report.findings)
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+def repair(
+    kind: Annotated[Kind | None, typer.Argument(help="asr or spk (default: both)")] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune", help="also delete versions without a manifest (when no publish runs)"
+        ),
+    ] = False,
+) -> None:
+    """Fix what a crash or a lost reply left (previous mirror, missing history line,
+    interrupted local writes); say what needs a person; exit 1 if anything is left."""
+    from speechloop.registry import check
+
+    left = 0
+    with cli_errors():
+        reg = _registry()
+        for k in _kinds(kind):
+            result = check.repair(reg, k, prune=prune)
+            for line in result.fixed:
+                console.print(f"{k}: [green]fixed[/green] {line}", highlight=False, soft_wrap=True)
+            for finding in result.left:
+                hint = f" ({finding.fix})" if finding.fix else ""
+                console.print(
+                    f"{k}: [red]not fixed[/red] {finding}{hint}", highlight=False, soft_wrap=True
+                )
+            if not result.fixed and not result.left:
+                console.print(f"{k}: nothing to repair")
+            left += len(result.left)
+    if left:
+        raise typer.Exit(1)

@@ -96,3 +96,45 @@ def test_list_on_empty_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     finally:
         get_settings.cache_clear()
     assert out.exit_code == 0 and "no model versions" in out.output
+
+
+def test_verify_and_repair(reg: ModelRegistry, tmp_path: Path) -> None:
+    """verify exits 0 on a healthy registry and 1 naming each problem; repair fixes the
+    mirror and the history line, prunes a half-published version only with --prune,
+    and exits 1 while something is left."""
+    v1, v2 = _publish(reg, tmp_path, 1), _publish(reg, tmp_path, 2)
+    reg.promote("asr", v1, reason="first")
+    reg.promote("asr", v2, reason="second")
+    out = runner.invoke(app, ["models", "verify"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert f"asr: 2 version(s) verified; production {v2}, previous {v1}" in out.output
+    assert "spk: 0 version(s) verified" in out.output
+
+    reg.store.delete("speech-models", "asr/aliases/previous")
+    history = reg.store.get_bytes("speech-models", "asr/history.jsonl").splitlines(True)
+    reg.store.put_bytes("speech-models", "asr/history.jsonl", history[0])
+    reg.store.put_bytes("speech-models", "asr/versions/half/files/model.pt", b"x")
+    out = runner.invoke(app, ["models", "verify", "asr"], env={"COLUMNS": "200"})
+    assert out.exit_code == 1
+    for text in ("asr/aliases/previous", "misses the last change", "asr/versions/half"):
+        assert text in out.output
+
+    out = runner.invoke(app, ["models", "repair", "asr"], env={"COLUMNS": "200"})
+    assert out.exit_code == 1 and "not fixed asr/versions/half" in out.output
+    assert "fixed asr/aliases/previous: rewritten from production" in out.output
+    assert "appended the last change" in out.output
+    out = runner.invoke(app, ["models", "repair", "--prune"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "deleted 1 object(s)" in out.output
+    assert "spk: nothing to repair" in out.output
+    out = runner.invoke(app, ["models", "verify", "asr", "--version", v1])
+    assert out.exit_code == 0 and "1 version(s) verified" in out.output
+    assert [h["version"] for h in reg.history("asr")] == [v1, v2]
+
+
+def test_verify_errors(reg: ModelRegistry) -> None:
+    """--version without a kind, or of a missing version, is one error line, exit 1."""
+    out = runner.invoke(app, ["models", "verify", "--version", "v1"])
+    assert out.exit_code == 1 and "--version needs a KIND" in out.output
+    out = runner.invoke(app, ["models", "verify", "asr", "--version", "v1"])
+    assert out.exit_code == 1 and "asr/v1 does not exist" in out.output
+    assert "Traceback" not in out.output
