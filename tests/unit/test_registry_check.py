@@ -62,7 +62,7 @@ def test_fresh_store_without_bucket(tmp_path: Path) -> None:
 
 def test_mirror_out_of_sync_is_rewritten(reg: ModelRegistry, tmp_path: Path) -> None:
     """A stale, missing or unreadable previous mirror is reported and rewritten."""
-    v1, v2 = two_promoted(reg, tmp_path)
+    v1, _ = two_promoted(reg, tmp_path)
     for damage in (b'{"version": "stale"}', None, b"not json"):
         if damage is None:
             reg.store.delete(BUCKET, PREV)
@@ -96,9 +96,7 @@ def test_partial_version_pruned_only_when_asked(reg: ModelRegistry, tmp_path: Pa
     reg.store.put_bytes(BUCKET, "asr/versions/half/metrics.json", b"{}")
     assert codes(inspect(reg, "asr")) == ["partial_version"]
     kept = repair(reg, "asr")
-    assert [f.code for f in kept.left] == ["partial_version"] and "--prune" in str(
-        kept.left[0].fix
-    )
+    assert [f.code for f in kept.left] == ["partial_version"] and "--prune" in str(kept.left[0].fix)
     assert reg.store.exists(BUCKET, "asr/versions/half/files/model.pt")
     pruned = repair(reg, "asr", prune=True)
     assert pruned.left == [] and "deleted 2 object(s)" in pruned.fixed[0]
