@@ -21,11 +21,15 @@ The commit record is written with ``if_none_match``, a compare-and-swap on every
 backend, so of two consumers committing one batch exactly one wins; the other gets
 :class:`~speechloop.errors.Conflict`. A commit also checks that the manifest still has
 the sha256 the run ingested, so a batch re-uploaded after staging is not marked consumed
-with rows the run never saw.
+with rows the run never saw. The claim holds the hash of the bytes the run read; at
+commit the ledger compares it with the checksum the store records, or, for a manifest
+uploaded by ``mc``, boto3 or the MinIO console (no speechloop metadata), with the hash
+of the bytes the store serves now. Batches from any S3 tool commit like our own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -194,15 +198,12 @@ class Ledger:
             claim = Claim.from_bytes(self.store.get_bytes(self.bucket, claim_key), claim_key)
         except NotFound:
             raise Conflict(f"run {run_id!r} did not stage {self.kind} batch {batch_id!r}") from None
-        manifest_key = f"{self.batch_prefix(batch_id)}/{MANIFEST}"
-        try:
-            current = self.store.stat(self.bucket, manifest_key).sha256
-        except NotFound:
-            raise Conflict(f"{self.kind} batch {batch_id!r} has no manifest any more") from None
+        current = self.manifest_sha256(batch_id)
         if current != claim.manifest_sha256:
             raise Conflict(
-                f"{self.kind} batch {batch_id!r} changed since run {run_id!r} ingested it "
-                "(manifest sha256 differs): ingest it again"
+                f"{self.kind} batch {batch_id!r} changed after run {run_id!r} ingested it: its "
+                f"{MANIFEST} now has sha256 {current[:12]}..., the run read "
+                f"{claim.manifest_sha256[:12]}...; ingest it again and commit that run"
             )
         record = Claim(**{**asdict(claim), "at": utc_now()})
         try:
@@ -215,6 +216,26 @@ class Ledger:
                 raise Conflict(
                     f"{self.kind} batch {batch_id!r} was already committed by run {winner.run_id!r}"
                 ) from None
+
+    def manifest_sha256(self, batch_id: str) -> str:
+        """The sha256 of a batch's manifest as the store serves it now.
+
+        The checksum the store records where there is one (speechloop's own uploads;
+        the local store hashes hand-placed files); otherwise the ledger reads the
+        manifest and hashes it, since objects put by ``mc``, boto3 or the MinIO console
+        carry no sha256 of ours. Conflict if the manifest is gone or its bytes fail the
+        store's own check (MD5 etag).
+        """
+        key = f"{self.batch_prefix(batch_id)}/{MANIFEST}"
+        try:
+            recorded = self.store.stat(self.bucket, key).sha256
+            if recorded:
+                return recorded
+            return hashlib.sha256(self.store.get_bytes(self.bucket, key)).hexdigest()
+        except NotFound:
+            raise Conflict(f"{self.kind} batch {batch_id!r} has no {MANIFEST} any more") from None
+        except IntegrityError as exc:
+            raise Conflict(f"{self.kind} batch {batch_id!r}: {exc}") from None
 
 
 def _check_name(what: str, name: str) -> None:

@@ -86,6 +86,23 @@ def test_tampered_object_refused(
     assert not list(tmp_path.glob(".w.pt*"))  # the temp download was removed
 
 
+def test_recover_and_verify_objects(
+    request: pytest.FixtureRequest, store: ObjectStore, bucket: str
+) -> None:
+    """On an intact bucket recover fixes nothing; verify_objects names exactly the
+    tampered object under the prefix (and reports, rather than raises)."""
+    store.put_bytes(bucket, "v/good.bin", b"good")
+    store.put_bytes(bucket, "v/bad.bin", b"to be tampered")
+    store.put_bytes(bucket, "w/other.bin", b"other")
+    _tamper(request, store, bucket, "v/bad.bin")
+    report = store.recover(bucket, "v/")
+    assert report.ok and report.fixed == [] and report.unfixable == []
+    problems = store.verify_objects(bucket, "v/")
+    assert [p.key for p in problems] == ["v/bad.bin"]
+    assert "v/bad.bin" in problems[0].action and "corrupt" in problems[0].action
+    assert store.verify_objects(bucket, "w/") == []
+
+
 def test_list_prefix_and_start_after_in_key_order(store: ObjectStore, bucket: str) -> None:
     """list is recursive, filtered by prefix, in byte order, and resumes after a key."""
     keys = ["b", "ab", "a/b", "a-b", "a/a/c", "a/c/d/e"]
