@@ -173,8 +173,8 @@ class FaultProxy:
 
     upstream: tuple[str, int]
     upstream_timeout_s: float = 30.0
-    rules: list[Rule] = field(default_factory=list)
-    log: list[Seen] = field(default_factory=list)
+    rules: list[Rule] = field(default_factory=list, repr=False)
+    log: list[Seen] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
