@@ -11,6 +11,11 @@ threads may share one :class:`Transcriber`.
 Fusion is funasr's (``_seaco_decode_with_ASF`` with ``seaco_weight`` 1): at each token
 where the hotword head's best class is not NO_BIAS, its distribution replaces the
 decoder's. No text-level post-correction.
+
+Device: the model runs where its weights are; with ``mixed_precision`` on CUDA the
+decoding runs under ``torch.autocast`` (float16). :mod:`speechloop.asr.engine` picks the
+device (:func:`speechloop.speaker.device.select_device`) and wraps this class behind the
+one ASR engine interface.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from speechloop.asr.hotwords import HotwordList, parse_hotwords
+from speechloop.asr.engine import TokenStamp
+from speechloop.asr.hotwords import HotwordList, found_in, parse_hotwords
 from speechloop.asr.model import LoadedModel
 from speechloop.errors import InvalidInput
 
@@ -30,15 +36,6 @@ if TYPE_CHECKING:
     import torch
 
 FRAME_S = 0.06  # one LFR frame (6 x 10 ms); CIF timestamps are at a third of that
-
-
-@dataclass(frozen=True)
-class TokenStamp:
-    """One output token with its start and end time in seconds."""
-
-    token: str
-    start_s: float
-    end_s: float
 
 
 @dataclass
@@ -150,22 +147,27 @@ def _stamps(tokens: list[str], alphas: torch.Tensor, peaks: torch.Tensor) -> lis
 
 def found_hotwords(text: str, hotwords: HotwordList) -> list[str]:
     """Listed hotwords that occur as whole words in ``text`` (as the ONNX runner decides)."""
-    from speechloop.text import contains_phrase
-
-    return [h for h in hotwords.phrases if contains_phrase(text, h)]
+    return found_in(text, hotwords)
 
 
 class Transcriber:
     """Batched transcription with per-request hotwords over one shared loaded model."""
 
-    def __init__(self, loaded: LoadedModel, *, max_hotwords: int = 100) -> None:
-        """Wrap a model loaded by :mod:`speechloop.asr.model` (eval mode is enforced)."""
+    def __init__(
+        self, loaded: LoadedModel, *, max_hotwords: int = 100, mixed_precision: bool = False
+    ) -> None:
+        """Wrap a model loaded by :mod:`speechloop.asr.model` (eval mode is enforced).
+
+        ``max_hotwords`` bounds lists given as strings (evaluation passes long lists);
+        ``mixed_precision`` decodes under float16 autocast when the model is on CUDA.
+        """
         from speechloop.asr.features import Frontend
 
         self.loaded = loaded
         self.model = loaded.model.eval()
         self.frontend = Frontend.from_am_mvn(loaded.cmvn_file)
         self.max_hotwords = max_hotwords
+        self.mixed_precision = mixed_precision
 
     @property
     def device(self) -> torch.device:
@@ -201,7 +203,8 @@ class Transcriber:
         bias = None
         if hotwords is not None and hotwords.ids:
             bias = bias_embeddings(self.model, hotwords.ids)
-        dec = decode_features(self.model, speech, lengths, bias, timestamps=timestamps)
+        with self._autocast():
+            dec = decode_features(self.model, speech, lengths, bias, timestamps=timestamps)
         tok = self.loaded.tokenizer
         out = []
         for b, ids in enumerate(dec.ids):
@@ -210,10 +213,21 @@ class Transcriber:
             stamps: list[TokenStamp] = []
             if timestamps and dec.us_alphas is not None and dec.us_peaks is not None:
                 n = dec.enc_lens[b] * 3
-                stamps = _stamps(pieces, dec.us_alphas[b][:n], dec.us_peaks[b][:n])
+                alphas, peaks = dec.us_alphas[b][:n].float(), dec.us_peaks[b][:n].float()
+                stamps = _stamps(pieces, alphas, peaks)
             found = found_hotwords(text, hotwords) if hotwords is not None else []
             out.append(Transcript(text, pieces, stamps, found, dec.fired[b], ids))
         return out
+
+    def _autocast(self) -> Any:
+        """float16 autocast on CUDA when mixed precision is on, else a no-op context."""
+        import contextlib
+
+        import torch
+
+        if self.mixed_precision and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
 
     def transcribe_files(
         self, paths: list[Path], hotwords: list[str] | None = None

@@ -6,16 +6,19 @@
 :mod:`speechloop.asr.features`, and decodes greedily, as funasr's
 ``SeacoParaformer.inference`` does:
 
-- hotwords are per call and per utterance (a list of strings each, ``[sos]`` appended as
-  funasr does); nothing is stored on the object, so concurrent calls cannot interfere
-  (onnxruntime sessions are safe to share between threads);
+- hotwords are per call and per utterance (a list of strings or a parsed
+  :class:`~speechloop.asr.hotwords.HotwordList` each, ``[sos]`` appended as funasr
+  does); strings go through the one hotword policy
+  (:func:`speechloop.asr.hotwords.parse_hotwords`) with the graph's maximum
+  (:attr:`OnnxSeacoAsr.capabilities`) as its limits; nothing is stored on the object,
+  so concurrent calls cannot interfere (onnxruntime sessions are thread-safe);
+- the execution provider is CUDA when onnxruntime has it (``device=None``), else CPU;
 - an utterance without hotwords is decoded from the ASR decoder alone (funasr skips the
   hotword head when it has no list); with hotwords, from the SeACo-merged log-probs;
 - token timestamps come from the upsampled CIF peaks, re-implementing funasr's
   ``ts_prediction_lfr6_standard``;
 - a hotword is "found" when it occurs, normalised, as whole words in the decoded text
-  (:func:`speechloop.text.contains_phrase`; a token-id match would miss a hotword the
-  model spelled with other pieces).
+  (:func:`speechloop.asr.hotwords.found_in`, as the torch path decides).
 """
 
 from __future__ import annotations
@@ -31,9 +34,16 @@ import numpy as np
 import numpy.typing as npt
 
 from speechloop.asr.features import Frontend, load_am_mvn
+from speechloop.asr.hotwords import (
+    HotwordCapabilities,
+    HotwordList,
+    HotwordTokenizer,
+    found_in,
+    limits_for,
+    parse_hotwords,
+)
 from speechloop.asr.onnx_export import EMBED_FILE, MAX_HOTWORDS, MODEL_FILE, QUANT_SUFFIX, OnnxMeta
 from speechloop.errors import InvalidInput, ModelUnavailable, NotFound
-from speechloop.text import contains_phrase, normalize_text
 
 TOKENS_FILE = "tokens.json"
 CMVN_FILE = "am.mvn"
@@ -45,12 +55,8 @@ _FORCE_TIME_SHIFT = -1.5
 _PEAK = 1.0 - 1e-4
 
 
-class TokenizerLike(Protocol):
+class TokenizerLike(HotwordTokenizer, Protocol):
     """What the decoder needs from a tokenizer (speechloop.asr.tokenizer.Tokenizer fits)."""
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; raises InvalidInput for text it cannot encode."""
-        ...
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of token ids."""
@@ -149,12 +155,15 @@ class OnnxSeacoAsr:
         max_batch: int = 2,
         streams: int = 2,
         spin: bool = False,
+        device: str | None = None,
     ) -> None:
         """Load ``directory`` (ONNX files + ``onnx_meta.json``; ``tokens.json`` and
         ``am.mvn`` there unless a tokenizer / CMVN file is given). ``quantized`` picks
         the int8 graphs, ``threads`` onnxruntime's intra-op threads (None: its default).
         ``spin`` lets idle worker threads busy-wait: lower latency on a dedicated machine,
         but on shared cores it steals time from the threads doing work (off by default).
+        ``device``: None picks CUDA when onnxruntime offers it, else CPU; ``"cpu"`` or
+        ``"cuda"`` force one (asking for CUDA where there is none is an error).
 
         A batch of clips is sorted by length and cut into graph runs of at most
         ``max_batch`` clips, ``streams`` of which run at once (the session is
@@ -165,6 +174,7 @@ class OnnxSeacoAsr:
         self.meta = OnnxMeta.load(self.directory)
         suffix = QUANT_SUFFIX if quantized else ""
         self._spin = spin
+        self.providers = select_providers(device)
         self._model = self._session(MODEL_FILE.replace(".onnx", suffix + ".onnx"), threads)
         self._embed = self._session(EMBED_FILE.replace(".onnx", suffix + ".onnx"), threads)
         self.tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer()
@@ -186,38 +196,30 @@ class OnnxSeacoAsr:
         if threads is not None:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=self.providers)
 
     def _load_tokenizer(self) -> TokenizerLike:
-        """The tokenizer of ``tokens.json``: ours, or decode-only for a foreign vocabulary
-        (the pretrained model's), as :func:`speechloop.asr.model.load_from_dir` does."""
-        from speechloop.asr.tokenizer import SPECIALS, ForeignTokenizer, Tokenizer
-
-        path = self.directory / TOKENS_FILE
-        if not path.is_file():
-            raise NotFound(f"{path} missing: give a tokenizer or put tokens.json there")
-        tokens = json.loads(path.read_text(encoding="utf-8"))
-        if tokens[: len(SPECIALS)] == list(SPECIALS):
-            return Tokenizer(tokens)
-        return ForeignTokenizer(tokens)
+        return load_tokenizer(self.directory / TOKENS_FILE)
 
     # hotwords -------------------------------------------------------------
 
+    @property
+    def capabilities(self) -> HotwordCapabilities:
+        """The graphs' maximum per request: entries below funasr's ASF filter, and tokens
+        per entry."""
+        return HotwordCapabilities(max_hotwords=MAX_HOTWORDS, max_tokens=MAX_HOTWORD_TOKENS)
+
+    def parse_hotwords(self, hotwords: Sequence[str] | HotwordList | None) -> HotwordList:
+        """One request's hotwords through the one policy, limited by :attr:`capabilities`;
+        InvalidInput names an entry the model cannot spell."""
+        if isinstance(hotwords, HotwordList):
+            return hotwords.require_representable()
+        parsed = parse_hotwords(hotwords, self.tokenizer, limits_for(self.capabilities))
+        return parsed.require_representable()
+
     def encode_hotwords(self, hotwords: Sequence[str]) -> list[list[int]]:
-        """Token ids of each hotword; refuses empty, too long or too many entries."""
-        if len(hotwords) > MAX_HOTWORDS:
-            raise InvalidInput(f"{len(hotwords)} hotwords given; at most {MAX_HOTWORDS}")
-        out = []
-        for word in hotwords:
-            ids = self.tokenizer.encode(word)
-            if not ids:
-                raise InvalidInput(f"hotword {word!r} has no tokens")
-            if len(ids) > MAX_HOTWORD_TOKENS:
-                raise InvalidInput(
-                    f"hotword {word!r} is {len(ids)} tokens; max {MAX_HOTWORD_TOKENS}"
-                )
-            out.append(ids)
-        return out
+        """Token ids of each hotword, checked by :meth:`parse_hotwords`."""
+        return self.parse_hotwords(hotwords).ids
 
     def hotword_embeddings(self, hotword_ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
         """(N + 1, D) embeddings of the hotwords and funasr's trailing ``[sos]`` entry."""
@@ -232,21 +234,24 @@ class OnnxSeacoAsr:
 
     # inference ------------------------------------------------------------
 
-    def transcribe(self, samples: npt.ArrayLike, hotwords: Sequence[str] = ()) -> AsrResult:
+    def transcribe(
+        self, samples: npt.ArrayLike, hotwords: Sequence[str] | HotwordList = ()
+    ) -> AsrResult:
         """Transcribe one utterance (16 kHz mono float samples in [-1, 1])."""
         return self.transcribe_batch([samples], [hotwords])[0]
 
     def transcribe_batch(
         self,
         waves: Sequence[npt.ArrayLike],
-        hotwords: Sequence[Sequence[str]] | None = None,
+        hotwords: Sequence[Sequence[str] | HotwordList | None] | None = None,
     ) -> list[AsrResult]:
         """Transcribe utterances in runs of ``max_batch`` (sorted by length to limit
         padding, ``streams`` runs at once); ``hotwords`` gives each utterance its own list
-        (None: no hotwords)."""
+        (None: no hotwords), checked by :meth:`parse_hotwords` before any work."""
         if hotwords is not None and len(hotwords) != len(waves):
             raise InvalidInput(f"{len(hotwords)} hotword lists for {len(waves)} utterances")
-        lists = [list(h) for h in hotwords] if hotwords is not None else [[] for _ in waves]
+        empty = HotwordList([], [])
+        lists = [self.parse_hotwords(h) for h in hotwords] if hotwords else [empty for _ in waves]
         feats = [self.frontend(w) for w in waves]
         order = sorted(range(len(feats)), key=lambda i: feats[i].shape[0], reverse=True)
         chunks = [order[i : i + self.max_batch] for i in range(0, len(order), self.max_batch)]
@@ -265,17 +270,19 @@ class OnnxSeacoAsr:
         return [results[i] for i in range(len(feats))]
 
     def _bias(
-        self, lists: list[list[str]]
+        self, lists: list[HotwordList]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
         """Per-utterance bias embeddings padded to the longest list, with their lengths."""
-        embs = [self.hotword_embeddings(self.encode_hotwords(h)) for h in lists]
+        embs = [self.hotword_embeddings(h.ids) for h in lists]
         width = max(e.shape[0] for e in embs)
         bias = np.zeros((len(embs), width, self.meta.bias_dim), dtype=np.float32)
         for b, e in enumerate(embs):
             bias[b, : e.shape[0]] = e
         return bias, np.array([e.shape[0] for e in embs], dtype=np.int32)
 
-    def _run(self, feats: list[npt.NDArray[np.float32]], lists: list[list[str]]) -> list[AsrResult]:
+    def _run(
+        self, feats: list[npt.NDArray[np.float32]], lists: list[HotwordList]
+    ) -> list[AsrResult]:
         lengths = np.array([f.shape[0] for f in feats], dtype=np.int32)
         speech = np.zeros((len(feats), int(lengths.max()), self.meta.feats_dim), dtype=np.float32)
         for b, f in enumerate(feats):
@@ -294,7 +301,7 @@ class OnnxSeacoAsr:
         up = self.meta.upsample_times
         for b in range(len(feats)):
             n = int(token_num[b])
-            scores = logits[b, :n] if lists[b] else asr_logits[b, :n]
+            scores = logits[b, :n] if len(lists[b]) else asr_logits[b, :n]
             skip = {self.meta.blank_id, self.meta.sos_id, self.meta.eos_id}
             token_ids = [int(t) for t in scores.argmax(-1) if int(t) not in skip]
             frames = int(lengths[b]) * up
@@ -306,8 +313,7 @@ class OnnxSeacoAsr:
                 lfr_n=self.meta.lfr_n,
             )
             text = self.tokenizer.decode(token_ids)
-            norm = normalize_text(text)
-            found = [w for w in lists[b] if contains_phrase(norm, normalize_text(w))]
+            found = found_in(text, lists[b])
             out.append(
                 AsrResult(
                     text=text,
@@ -318,3 +324,40 @@ class OnnxSeacoAsr:
                 )
             )
         return out
+
+
+def load_tokenizer(path: Path) -> TokenizerLike:
+    """The tokenizer of a ``tokens.json``: ours, or a foreign vocabulary (the pretrained
+    model's), as :func:`speechloop.asr.model.load_from_dir` decides."""
+    from speechloop.asr.tokenizer import SPECIALS, ForeignTokenizer, Tokenizer
+
+    if not path.is_file():
+        raise NotFound(f"{path} missing: give a tokenizer or put tokens.json there")
+    tokens = json.loads(path.read_text(encoding="utf-8"))
+    if tokens[: len(SPECIALS)] == list(SPECIALS):
+        return Tokenizer(tokens)
+    return ForeignTokenizer(tokens)
+
+
+def select_providers(device: str | None = None) -> list[Any]:
+    """onnxruntime execution providers for ``device``: CUDA (with CPU for the ops it lacks)
+    when available and not refused, else CPU. ``"cuda"`` without CUDA is InvalidInput."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device is None:
+        device = "cuda" if has_cuda else "cpu"
+    if device.startswith("cuda"):
+        if not has_cuda:
+            raise InvalidInput(
+                f"device {device!r} requested but onnxruntime has no CUDAExecutionProvider "
+                f"(available: {', '.join(available)})"
+            )
+        index = device.partition(":")[2] or "0"
+        if not index.isdigit():
+            raise InvalidInput(f"unknown device {device!r} (use cpu, cuda or cuda:N)")
+        return [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]
+    if device != "cpu":
+        raise InvalidInput(f"unknown device {device!r} (use cpu, cuda or cuda:N)")
+    return ["CPUExecutionProvider"]

@@ -1,8 +1,16 @@
 """``speechloop asr ...`` commands and ``speechloop bootstrap asr``.
 
-Model choice for every command: ``--model-dir DIR`` (a model directory), ``--version V``
-(a registry version, checksums verified), else the registry's production alias, else
-the seed shipped in ``speechloop/seeds/asr``. torch and funasr load inside commands.
+Model choice for every command (:meth:`speechloop.context.AppContext.resolve_model`):
+``--model-dir DIR`` (a model directory), ``--version V`` (a registry version, an alias,
+or ``seed``; checksums verified), else ``SPEECHLOOP_ASR_VERSION``, else the registry's
+production alias, else the seed shipped in ``speechloop/seeds/asr`` -- but only when the
+registry holds no ASR version at all: an unreachable store, an unreadable alias or a
+corrupt version is an error naming why, never a quiet switch to the seed.
+
+``transcribe`` goes through the one ASR engine (:mod:`speechloop.asr.engine`): torch by
+default, ``--onnx`` / ``--onnx --int8`` for ONNX Runtime (graphs from the version, or
+exported once into the work dir for a directory without them). torch and funasr load
+inside commands.
 """
 
 from __future__ import annotations
@@ -10,40 +18,30 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from speechloop.cli.common import exit_for
-from speechloop.errors import InvalidInput, NotFound, SpeechloopError
+from speechloop.errors import InvalidInput, SpeechloopError
+
+if TYPE_CHECKING:
+    from speechloop.context import AppContext
 
 app = typer.Typer(no_args_is_help=True)
 
 ModelDir = Annotated[Path | None, typer.Option("--model-dir", help="model directory to load")]
-Version = Annotated[str | None, typer.Option("--version", help="registry version to load")]
+Version = Annotated[
+    str | None, typer.Option("--version", help="registry version, alias, or 'seed' to load")
+]
 
 
-def resolve_model_dir(model_dir: Path | None, version: str | None) -> tuple[Path, str]:
-    """The directory of the model to use and its version label (see module docstring)."""
-    from speechloop.asr.bootstrap import SEED_DIR
-    from speechloop.config import get_settings
-    from speechloop.registry import ModelRegistry
-    from speechloop.storage import open_store
+def _context() -> AppContext:
+    """A context on settings read now (a command is one process; tests change the env)."""
+    from speechloop.config import Settings
+    from speechloop.context import build_context
 
-    if model_dir is not None:
-        return model_dir, "local"
-    settings = get_settings()
-    registry = ModelRegistry(open_store(settings), settings.models_bucket)
-    if version is None:
-        try:
-            alias = registry.get_alias("asr", "production")
-        except SpeechloopError:
-            alias = None
-        if alias is None:
-            return SEED_DIR, "seed"
-        version = alias.version
-    dest = Path(settings.work_dir) / "models" / "asr" / version
-    return registry.fetch("asr", version, dest), version
+    return build_context(Settings())
 
 
 @app.command()
@@ -61,105 +59,28 @@ def transcribe(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Transcribe audio files with optional hotwords."""
+    from speechloop.audio import decode_audio
+
     try:
         if int8 and not onnx:
             raise InvalidInput("--int8 needs --onnx (the int8 graphs are ONNX only)")
-        directory, label = resolve_model_dir(model_dir, version)
-        if onnx:
-            results = _onnx_transcribe(directory, files, hotword, quantized=int8)
-        else:
-            results = _torch_transcribe(directory, files, hotword)
+        backend = "onnx-int8" if int8 else "onnx" if onnx else "torch"
+        engine = _context().asr_engine(version, backend=backend, model_dir=model_dir)
+        parsed = engine.parse_hotwords(hotword) if hotword else None
+        if parsed is not None and parsed.duplicates:
+            typer.echo(f"duplicate hotwords ignored: {parsed.duplicates}", err=True)
+        waves = [decode_audio(Path(p), name=str(p)).samples for p in files]
+        results = engine.transcribe(waves, parsed)
     except SpeechloopError as exc:
         raise exit_for(exc) from exc
     for path, res in zip(files, results, strict=True):
-        res["file"], res["model_version"] = str(path), label
+        doc = res.to_dict() | {"file": str(path), "model_version": engine.version,
+                               "backend": engine.backend}  # fmt: skip
         if as_json:
-            typer.echo(json.dumps(res))
+            typer.echo(json.dumps(doc))
         else:
-            found = ", ".join(res.get("hotwords_found", [])) or "-"
-            typer.echo(f"{path}: {res['text']}    [hotwords found: {found}]")
-
-
-def _torch_transcribe(
-    directory: Path, files: list[Path], hotwords: list[str] | None
-) -> list[dict[str, Any]]:
-    from speechloop.asr.hotwords import parse_hotwords
-    from speechloop.asr.inference import Transcriber
-    from speechloop.asr.model import load_from_dir
-
-    tr = Transcriber(load_from_dir(directory))
-    parsed = parse_hotwords(hotwords, tr.loaded.tokenizer) if hotwords else None
-    if parsed is not None and parsed.oov:
-        raise InvalidInput(f"hotwords the model cannot spell: {parsed.oov}")
-    if parsed is not None and parsed.duplicates:
-        typer.echo(f"duplicate hotwords ignored: {parsed.duplicates}", err=True)
-    out = []
-    for t in tr.transcribe_files(files, list(parsed.phrases) if parsed else None):
-        out.append({
-            "text": t.text,
-            "hotwords_found": t.hotwords_found,
-            "timestamps": [[s.token, s.start_s, s.end_s] for s in t.timestamps],
-        })  # fmt: skip
-    return out
-
-
-def _onnx_transcribe(
-    directory: Path, files: list[Path], hotwords: list[str] | None, *, quantized: bool
-) -> list[dict[str, Any]]:
-    """Transcribe with onnxruntime; exports the model once into the work dir if needed."""
-    from speechloop.asr.onnx_infer import OnnxSeacoAsr
-    from speechloop.audio import decode_audio
-
-    onnx_dir = onnx_dir_for(directory, quantized=quantized)
-    asr = OnnxSeacoAsr(
-        onnx_dir,
-        cmvn_file=directory / "am.mvn" if (directory / "am.mvn").is_file() else None,
-        quantized=quantized,
-    )
-    out = []
-    for path in files:
-        res = asr.transcribe(decode_audio(Path(path), name=str(path)).samples, hotwords or [])
-        stamps = [
-            [tok, s / 1000, e / 1000]
-            for tok, (s, e) in zip(res.tokens, res.timestamps, strict=False)
-        ]
-        out.append({"text": res.text, "hotwords_found": res.hotwords_found, "timestamps": stamps})
-    return out
-
-
-def onnx_dir_for(directory: Path, *, quantized: bool = False) -> Path:
-    """ONNX graphs of a model directory (with ``quantized``, its int8 graphs too): its
-    own, else exported once into the work dir."""
-    import hashlib
-    import shutil
-
-    from speechloop.asr.model import load_from_dir
-    from speechloop.asr.onnx_export import (
-        EXPORT_REVISION,
-        MODEL_FILE,
-        QUANT_SUFFIX,
-        export_onnx,
-        quantize_int8,
-    )
-    from speechloop.config import get_settings
-
-    int8_file = MODEL_FILE.replace(".onnx", QUANT_SUFFIX + ".onnx")
-    if (directory / "onnx_meta.json").is_file() and (
-        not quantized or (directory / int8_file).is_file()
-    ):
-        return directory
-    if not (directory / "model.pt").is_file():
-        wanted = int8_file if quantized else "onnx_meta.json"
-        raise NotFound(f"{directory} has no {wanted}, and no model.pt to export it from")
-    weights = (directory / "model.pt").read_bytes()
-    digest = hashlib.sha256(weights + f"rev{EXPORT_REVISION}".encode()).hexdigest()[:16]
-    out = Path(get_settings().work_dir) / "onnx" / digest
-    if not (out / "onnx_meta.json").is_file():
-        export_onnx(load_from_dir(directory).model, out, quantize=quantized)
-    elif quantized and not (out / int8_file).is_file():
-        quantize_int8(out)
-    shutil.copyfile(directory / "tokens.json", out / "tokens.json")
-    return out
+            found = ", ".join(res.hotwords_found) or "-"
+            typer.echo(f"{path}: {res.text}    [hotwords found: {found}]")
 
 
 @app.command("eval")
@@ -172,17 +93,16 @@ def evaluate_cmd(
     from speechloop.asr.evaluation import evaluate_rows
     from speechloop.asr.inference import Transcriber
     from speechloop.asr.model import load_from_dir
-    from speechloop.config import get_settings
     from speechloop.data.dataset import load_asr_eval_set
-    from speechloop.storage import open_store
 
     try:
-        settings = get_settings()
-        directory, _ = resolve_model_dir(model_dir, version)
+        ctx = _context()
+        model = ctx.resolve_model("asr", version, model_dir=model_dir)
         rows = load_asr_eval_set(
-            open_store(settings), settings.data_bucket, eval_set, Path(settings.work_dir)
+            ctx.store, ctx.settings.data_bucket, eval_set, ctx.layout.root, ctx.settings
         )
-        report = evaluate_rows(Transcriber(load_from_dir(directory)), rows)
+        loaded = load_from_dir(model.directory, version=model.version)
+        report = evaluate_rows(Transcriber(loaded), rows)
     except SpeechloopError as exc:
         raise exit_for(exc) from exc
     typer.echo(json.dumps(report, indent=2))
@@ -206,16 +126,14 @@ def finetune(
     """Fine-tune on the pending ingested ASR batches (two stages unless --naive)."""
     from speechloop.asr.finetune import FinetuneConfig, finetune_model
     from speechloop.asr.model import load_from_dir
-    from speechloop.config import get_settings
     from speechloop.data.ingest import Ingestor
     from speechloop.data.types import AsrRow
-    from speechloop.storage import open_store
 
     try:
-        settings = get_settings()
-        directory, _ = resolve_model_dir(model_dir, version)
+        ctx = _context()
+        directory = ctx.resolve_model("asr", version, model_dir=model_dir).directory
         result = Ingestor(
-            open_store(settings), settings.data_bucket, Path(settings.work_dir), "asr"
+            ctx.store, ctx.settings.data_bucket, ctx.layout.root, "asr", ctx.settings
         ).run()
         asr_rows = [r for r in result.rows if isinstance(r, AsrRow)]
         if not asr_rows:

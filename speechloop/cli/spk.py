@@ -1,10 +1,14 @@
 """``speechloop spk ...`` commands and ``speechloop bootstrap spk``.
 
-Model choice for every command: ``--model-dir DIR`` (a model directory, e.g. a
-ModelScope download of iic/speech_eres2netv2_sv_zh-cn_16k-common), ``--version V`` (a
-registry version or alias, checksums verified), else the registry's production alias,
-else the seed shipped in ``speechloop/seeds/spk``. ``--onnx`` embeds with ONNX Runtime.
-torch loads only inside commands.
+Model choice for every command (:meth:`speechloop.context.AppContext.resolve_model`):
+``--model-dir DIR`` (a model directory, e.g. a ModelScope download of
+iic/speech_eres2netv2_sv_zh-cn_16k-common), ``--version V`` (a registry version, an
+alias, or ``seed``; checksums verified), else ``SPEECHLOOP_SPK_VERSION``, else the
+registry's production alias, else the seed shipped in ``speechloop/seeds/spk`` -- only
+when the registry holds no speaker version at all (a store or alias failure is an
+error, never a quiet switch to the seed). ``--onnx`` embeds with ONNX Runtime (the
+version's graph, or one exported once into the work dir). torch loads only inside
+commands.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from speechloop.cli.common import exit_for
 from speechloop.errors import InvalidInput, SpeechloopError
 
 if TYPE_CHECKING:
+    from speechloop.context import AppContext
     from speechloop.speaker.embed import SpeakerEmbedder
 
 app = typer.Typer(no_args_is_help=True)
 
 ModelDir = Annotated[Path | None, typer.Option("--model-dir", help="model directory to load")]
-Version = Annotated[str | None, typer.Option("--version", help="registry version or alias to load")]
+Version = Annotated[
+    str | None, typer.Option("--version", help="registry version, alias, or 'seed' to load")
+]
 Onnx = Annotated[bool, typer.Option("--onnx", help="embed with ONNX Runtime instead of torch")]
 MinDur = Annotated[float, typer.Option("--min-duration", help="shortest audio accepted (s)")]
 
@@ -35,15 +42,27 @@ def _print(data: dict[str, Any]) -> None:
     typer.echo(json.dumps(data, indent=1, ensure_ascii=False))
 
 
+def _context() -> AppContext:
+    """A context on settings read now (a command is one process; tests change the env)."""
+    from speechloop.config import Settings
+    from speechloop.context import build_context
+
+    return build_context(Settings())
+
+
 def _embedder(
-    model_dir: Path | None, version: str | None, onnx: bool, min_duration: float = 0.5
+    model_dir: Path | None,
+    version: str | None,
+    onnx: bool,
+    min_duration: float = 0.5,
+    ctx: AppContext | None = None,
 ) -> tuple[SpeakerEmbedder, float | None]:
     """The embedder for the chosen model and its calibrated threshold."""
-    from speechloop.speaker.embed import EmbedConfig, make_embedder
-    from speechloop.speaker.loading import resolve_model_dir
+    from speechloop.speaker.embed import EmbedConfig
 
-    directory, _ = resolve_model_dir(model_dir, version)
-    embedder = make_embedder(directory, onnx=onnx, config=EmbedConfig(min_duration_s=min_duration))
+    embedder = (ctx or _context()).speaker_embedder(
+        version, onnx=onnx, model_dir=model_dir, config=EmbedConfig(min_duration_s=min_duration)
+    )
     return embedder, embedder.threshold
 
 
@@ -107,16 +126,14 @@ def eval_cmd(
     det: Annotated[Path | None, typer.Option("--det", help="write a DET curve PNG")] = None,
 ) -> None:
     """EER and minDCF on a golden evaluation set of the configured store."""
-    from speechloop.config import get_settings
     from speechloop.data.dataset import load_spk_eval_set
     from speechloop.speaker.evaluate import evaluate_embedder
-    from speechloop.storage import open_store
 
     try:
-        settings = get_settings()
-        embedder, _ = _embedder(model_dir, version, onnx)
+        ctx = _context()
+        embedder, _ = _embedder(model_dir, version, onnx, ctx=ctx)
         data = load_spk_eval_set(
-            open_store(settings), settings.data_bucket, eval_set, settings.work_dir, settings
+            ctx.store, ctx.settings.data_bucket, eval_set, ctx.layout.root, ctx.settings
         )
         result = evaluate_embedder(embedder, data, det_png=det)
         _print({"set": eval_set, "model_version": embedder.version, **result.to_json()})
@@ -131,24 +148,15 @@ def export_onnx_cmd(
     version: Version = None,
 ) -> None:
     """Export the model to ONNX (dynamic batch and frames)."""
-    from speechloop.speaker.loading import load_model_dir, resolve_model_dir
+    from speechloop.speaker.loading import load_model_dir
     from speechloop.speaker.onnx_export import export_onnx
 
     try:
-        directory, _ = resolve_model_dir(model_dir, version)
+        directory = _context().resolve_model("spk", version, model_dir=model_dir).directory
         path = export_onnx(load_model_dir(directory), out)
         _print({"onnx": str(path), "bytes": path.stat().st_size})
     except SpeechloopError as exc:
         raise exit_for(exc) from exc
-
-
-def _voiceprints() -> Any:
-    from speechloop.config import get_settings
-    from speechloop.speaker.enrol import VoiceprintStore
-    from speechloop.storage import open_store
-
-    settings = get_settings()
-    return VoiceprintStore(open_store(settings), settings.data_bucket)
 
 
 @app.command()
@@ -161,8 +169,9 @@ def enroll(
 ) -> None:
     """Enrol a speaker: store the audio and the voiceprint for the model version."""
     try:
-        embedder, _ = _embedder(model_dir, version, onnx)
-        vp = _voiceprints().enroll(
+        ctx = _context()
+        embedder, _ = _embedder(model_dir, version, onnx, ctx=ctx)
+        vp = ctx.voiceprints.enroll(
             embedder, speaker, [f.read_bytes() for f in files], [str(f) for f in files]
         )
         _print({"speaker": vp.speaker, "model_version": vp.model_version,
@@ -188,12 +197,13 @@ def identify(
     from speechloop.audio import decode_audio
 
     try:
-        embedder, calibrated = _embedder(model_dir, version, onnx)
+        ctx = _context()
+        embedder, calibrated = _embedder(model_dir, version, onnx, ctx=ctx)
         chosen = threshold if threshold is not None else calibrated
         if chosen is None:
             raise SpeechloopError("the model has no calibrated threshold: pass --threshold")
         samples = decode_audio(file, name=str(file)).samples
-        result = _voiceprints().identify(embedder, samples, threshold=chosen, top_k=top_k)
+        result = ctx.voiceprints.identify(embedder, samples, threshold=chosen, top_k=top_k)
         _print(result.to_json())
     except SpeechloopError as exc:
         raise exit_for(exc) from exc
@@ -219,17 +229,15 @@ def finetune(
     """Fine-tune on speaker batches of the store; score base and new model on a golden set."""
     from datetime import UTC, datetime
 
-    from speechloop.config import get_settings
     from speechloop.data.dataset import load_spk_eval_set
     from speechloop.speaker.finetune.config import finetune_config
     from speechloop.speaker.finetune.pipeline import batch_rows, finetune_on_rows
-    from speechloop.speaker.loading import load_model_dir, resolve_model_dir
-    from speechloop.storage import open_store
+    from speechloop.speaker.loading import load_model_dir
 
     try:
-        settings = get_settings()
-        store = open_store(settings)
-        base = load_model_dir(resolve_model_dir(model_dir, version)[0])
+        ctx = _context()
+        settings, store = ctx.settings, ctx.store
+        base = load_model_dir(ctx.resolve_model("spk", version, model_dir=model_dir).directory)
         rows = batch_rows(store, settings.data_bucket, batches, settings.work_dir, settings)
         golden = load_spk_eval_set(
             store, settings.data_bucket, eval_set, settings.work_dir, settings

@@ -76,7 +76,7 @@ def test_onnx_paths_transcribe_like_torch(clip, tmp_path, monkeypatch):
 def test_int8_from_an_onnx_only_directory_names_what_is_missing(tmp_path):
     """A directory with float ONNX graphs but neither int8 graphs nor model.pt: --int8
     cannot export them, and the error names the missing file."""
-    from speechloop.cli.asr import onnx_dir_for
+    from speechloop.asr.engine import onnx_dir_for
     from speechloop.errors import NotFound
 
     (tmp_path / "onnx_meta.json").write_text("{}")
