@@ -195,20 +195,15 @@ def inspect(reg: ModelRegistry, kind: str, *, version: str | None = None) -> Rep
 
 
 def _recover_store(reg: ModelRegistry, kind: str, out: RepairReport) -> None:
-    """Let the store settle what killed writers left (when it has such a helper)."""
-    recover = getattr(reg.store, "recover", None)
-    if not callable(recover):
-        return
+    """Let the store settle what killed writers left (a no-op on S3)."""
     try:
-        result = recover(reg.bucket, f"{kind}/")
+        result = reg.store.recover(reg.bucket, f"{kind}/")
     except NotFound:  # no models bucket yet
         return
-    for item in getattr(result, "fixed", []):
-        out.fixed.append(f"{item.key}: {item.action}")
-    for item in getattr(result, "unfixable", []):
-        out.left.append(Finding("torn_object", item.key, item.action))
-    if removed := getattr(result, "temp_files_removed", 0):
-        out.fixed.append(f"removed {removed} temp file(s) of writers that are gone")
+    out.fixed.extend(f"{item.key}: {item.action}" for item in result.fixed)
+    out.left.extend(Finding("torn_object", item.key, item.action) for item in result.unfixable)
+    if result.temp_files_removed:
+        out.fixed.append(f"removed {result.temp_files_removed} temp file(s) of dead writers")
 
 
 def _prune(reg: ModelRegistry, kind: str, finding: Finding) -> str:

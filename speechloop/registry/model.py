@@ -6,9 +6,11 @@ Layout::
     <kind>/versions/<version>/metrics.json     evaluation figures
     <kind>/versions/<version>/lineage.json     parent, data batches, training config, code
     <kind>/versions/<version>/manifest.json    written last: the commit point of a version
-    <kind>/aliases/production                  {"version", "promoted_at", "reason", "previous"}
+    <kind>/aliases/production                  {"version", "promoted_at", "reason", "action",
+                                               "decision", "write_id", "change", "previous"}
     <kind>/aliases/previous                    mirror of production["previous"]
     <kind>/history.jsonl                       one JSON line per promote / reject / rollback
+                                               (with "seq" and "write_id")
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ history; repair fixes the derived and garbage parts, never an alias or a version
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +136,44 @@ def test_unreadable_production_alias_is_reported(reg: ModelRegistry, tmp_path: P
     assert codes(report) == ["alias_unreadable"] and "corrupt" in report.findings[0].problem
     result = repair(reg, "asr")
     assert PROD in [f.subject for f in result.left]
+
+
+def _promote_and_die(root: str, version: str, nth: int) -> None:
+    """Child process: promote ``version`` but die (no cleanup) before the nth rename onto
+    the production alias (its bytes or its checksum record)."""
+    calls = {"n": 0}
+    real_replace = Path.replace
+
+    def replace(self: Path, target: Any) -> Any:
+        calls["n"] += "aliases/production" in str(target)
+        if calls["n"] == nth:
+            os._exit(9)
+        return real_replace(self, target)
+
+    Path.replace = replace  # type: ignore[method-assign]
+    ModelRegistry(LocalStore(Path(root)), BUCKET).promote("asr", version, reason="killed")
+    os._exit(0)
+
+
+def test_promoter_killed_mid_commit_is_repaired(reg: ModelRegistry, tmp_path: Path) -> None:
+    """A promoter killed after the alias bytes landed but before their checksum record
+    settled (and before mirror and history): repair settles the store's interrupted
+    write, rewrites the mirror and appends the history line; then verify is clean."""
+    v1, v2 = publish(reg, tmp_path, 1), publish(reg, tmp_path, 2)
+    reg.promote("asr", v1, reason="first")
+    assert isinstance(reg.store, LocalStore)
+    proc = mp.get_context("fork").Process(
+        target=_promote_and_die, args=(str(reg.store.root), v2, 3)
+    )
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 9
+    reg = ModelRegistry(LocalStore(reg.store.root), BUCKET)
+    result = repair(reg, "asr")
+    assert result.left == [], result
+    assert any(line.startswith(f"{PROD}: settled") for line in result.fixed), result.fixed
+    assert f"{PREV}: rewritten from production" in result.fixed
+    assert any(line.startswith(f"{HIST}: appended") for line in result.fixed)
+    report = inspect(reg, "asr")
+    assert report.ok and (report.production, report.previous) == (v2, v1)
+    assert [(h["version"], h["seq"]) for h in reg.history("asr")] == [(v1, 1), (v2, 2)]
