@@ -77,6 +77,7 @@ class WorkLayout:
     models/<kind>/<version>/   verified copies of registry versions
     onnx/<digest>/             ASR graphs exported from directories that carry none
     spk_onnx/                  speaker graphs exported likewise
+    staging/                   versions being assembled for publication
     runs/<run_id>/             scratch of retraining runs
     (root)                     ingestion ledger caches and eval sets (speechloop.data)
     """
@@ -100,6 +101,11 @@ class WorkLayout:
     def exports(self, kind: str) -> Path:
         """The export cache of ``kind``."""
         return self.asr_exports if _check_kind(kind) == "asr" else self.spk_exports
+
+    @property
+    def staging(self) -> Path:
+        """Where versions are assembled before upload (:mod:`speechloop.publishing`)."""
+        return self.root / "staging"
 
     def run_dir(self, run_id: str) -> Path:
         """Scratch directory of one retraining run."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -218,3 +219,43 @@ def repair(
             left += len(result.left)
     if left:
         raise typer.Exit(1)
+
+
+@app.command("publish-seed")
+def publish_seed_cmd(
+    kind: Annotated[Kind, typer.Argument(help="asr or spk")],
+    no_promote: Annotated[
+        bool, typer.Option("--no-promote", help="publish only; leave production as it is")
+    ] = False,
+) -> None:
+    """Register the shipped seed as a version (with its ONNX graphs) and make it
+    production when nothing is; reuses an earlier publication of the same seed."""
+    from speechloop.context import build_context
+    from speechloop.publishing import publish_seed
+
+    with cli_errors():
+        result = publish_seed(build_context(), kind.value, promote=not no_promote)
+    console.print_json(json.dumps(result.to_dict()))
+
+
+@app.command()
+def publish(
+    kind: Annotated[Kind, typer.Argument(help="asr or spk")],
+    model_dir: Annotated[Path, typer.Argument(help="the model directory to publish")],
+    metrics: Annotated[
+        Path | None, typer.Option("--metrics", help="JSON file of evaluation figures")
+    ] = None,
+    parent: Annotated[str | None, typer.Option("--parent", help="the version it came from")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="version name")] = None,
+) -> None:
+    """Publish a model directory as a new version, with ONNX graphs exported into it."""
+    from speechloop.context import build_context
+    from speechloop.publishing import publish_model
+
+    with cli_errors(ValueError):
+        figures = json.loads(metrics.read_text()) if metrics is not None else {}
+        info = publish_model(
+            build_context(), kind.value, model_dir, metrics=figures,
+            lineage={"parent": parent, "source": "manual"}, version=version,
+        )  # fmt: skip
+    console.print(f"{kind.value} published {info.version} ({len(info.files)} files)")
