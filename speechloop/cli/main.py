@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from speechloop.cli import asr, data, models, spk
+from speechloop.cli import asr, data, deploy, models, retrain, spk
 
 app = typer.Typer(
     name="speechloop",
@@ -20,15 +20,18 @@ app.add_typer(data.app, name="data", help="Generate, ingest and inspect labelled
 app.add_typer(models.app, name="models", help="The model registry: list, show, promote, roll back.")
 app.add_typer(asr.app, name="asr", help="Hotword ASR (SeACo-Paraformer).")
 app.add_typer(spk.app, name="spk", help="Speaker verification (ERes2NetV2).")
+app.add_typer(deploy.app, name="deploy", help="What serves: status, redeploy, roll back.")
+app.add_typer(retrain.app, name="retrain", help="Retrain a model on new batches, gate, deploy.")
 
 bootstrap_app = typer.Typer(help="Train the small seed models from the synthetic corpus.")
 bootstrap_app.command("asr")(asr.bootstrap)
 bootstrap_app.command("spk")(spk.bootstrap)
 app.add_typer(bootstrap_app, name="bootstrap")
 
-# DESIGN.md: operators roll back with `speechloop rollback asr|spk`.
+# DESIGN.md: operators roll back with `speechloop rollback asr|spk`: the same command
+# as `speechloop deploy rollback` (one use-case, through the configured deployer).
 app.command("rollback", help="Roll a model kind back to its previous (or a named) version.")(
-    models.rollback
+    deploy.rollback
 )
 
 

@@ -195,7 +195,7 @@ class KubernetesDeployer:
         sets = self._replicasets(dep)
         before = rollout.template_version(dep, env)
         if to is not None and check_version(to) == before:
-            raise Conflict(f"deployment/{self.deployments[kind]} already serves {kind}/{to}")
+            return self._align_only(kind, to, reason)
         dest = self._rollback_target(kind, dep, sets, to)
         version = rollout.template_version(dest, env) if dest is not None else to
         if version is None:
@@ -222,6 +222,36 @@ class KubernetesDeployer:
             target,
             revision=rollout.revision_of(done[2]),
             alias_moved=moved,
+            reason=reason,
+        )
+
+    def _align_only(self, kind: str, version: str, reason: str) -> DeployOutcome:
+        """``to`` already runs (say after a hand-made undo): move only the alias to it.
+
+        A rollout still in progress towards it is waited for first.
+        """
+        name = self.deployments[kind]
+        state, message, dep = self._wait(kind)
+        if state != "complete":
+            raise Conflict(
+                f"deployment/{name} does not finish rolling out {kind}/{version} "
+                f"({message}): fix the Deployment, or roll back to another version"
+            )
+        self.registry.show(kind, version)
+        if not self._align_alias(kind, version, reason, action="rollback"):
+            raise Conflict(
+                f"deployment/{name} already serves {kind}/{version}, "
+                "which is the production alias: nothing to roll back"
+            )
+        return DeployOutcome(
+            kind,
+            "rollback",
+            version,
+            version,
+            f"deployment/{name}",
+            changed=False,
+            revision=rollout.revision_of(dep),
+            alias_moved=True,
             reason=reason,
         )
 
@@ -304,10 +334,24 @@ class KubernetesDeployer:
                 else f"undo did not complete either: {message}"
             )
         alias = self.registry.get_alias(kind, "production")
-        if before is not None and alias is not None and alias.version == version:
-            self.registry.rollback(kind, to_version=before, reason=notes[0])
-            notes.append(f"registry production alias moved back to {before}")
+        if alias is not None and alias.version == version:
+            if before is not None and self._held(kind, before):
+                self.registry.rollback(kind, to_version=before, reason=notes[0])
+                notes.append(f"registry production alias moved back to {before}")
+            else:
+                notes.append(
+                    f"registry production alias left on {version}: what serves "
+                    f"({before or 'unpinned'}) is not a registry version"
+                )
         raise RolloutFailed("; ".join(notes))
+
+    def _held(self, kind: str, version: str) -> bool:
+        """True when the registry has ``version`` of ``kind``."""
+        try:
+            self.registry.show(kind, version)
+        except (NotFound, InvalidInput):
+            return False
+        return True
 
     def _align_alias(self, kind: str, version: str, reason: str, *, action: str) -> bool:
         """Point the production alias at ``version`` if it is elsewhere; True if moved."""

@@ -53,7 +53,7 @@ class DeploymentStatus:
 
     kind: str
     target: str  # "deployment/speechloop-asr" or "registry alias (embedded)"
-    serving: str | None  # version in the running template (embedded: the alias)
+    serving: str | None  # version pinned in the running template (embedded: the alias)
     alias: str | None  # the registry production alias
     revision: int | None = None
     rollout: str = "complete"  # "complete" | "progressing" | "failed" | "missing"
@@ -63,8 +63,12 @@ class DeploymentStatus:
 
     @property
     def drift(self) -> bool:
-        """True when what runs is not the registry production alias."""
-        return self.serving != self.alias
+        """True when the pods are pinned to a version other than the production alias.
+
+        Unpinned pods (``serving`` None: empty version variable) load the alias when they
+        start, so they show no drift.
+        """
+        return self.serving is not None and self.serving != self.alias
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict, with ``drift``."""

@@ -38,11 +38,15 @@ def containers(obj: Obj) -> list[Obj]:
 
 
 def template_version(obj: Obj, env_name: str) -> str | None:
-    """The value of ``env_name`` in the pod template (first container that sets it)."""
+    """The value of ``env_name`` in the pod template (first container that sets it).
+
+    None when no container sets it or its value is empty: the pods are not pinned and
+    load whatever the production alias named when they started.
+    """
     for container in containers(obj):
         for entry in container.get("env") or []:
-            if entry.get("name") == env_name and "value" in entry:
-                return str(entry["value"])
+            if entry.get("name") == env_name:
+                return str(entry.get("value") or "").strip() or None
     return None
 
 

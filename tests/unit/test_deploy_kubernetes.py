@@ -181,6 +181,7 @@ def test_rollback_to_named_version(reg: ModelRegistry, cluster: FakeCluster, bas
     assert deployer.rollback("asr", "v1", reason="back").version == "v1"
     with pytest.raises(Conflict, match="already serves asr/v1"):
         deployer.rollback("asr", "v1", reason="again")
+    assert reg.history("asr")[-1]["reason"] == "back"
     with pytest.raises(NotFound):
         deployer.rollback("asr", "v9", reason="no such version")
     assert cluster.serving(NS, "speechloop-asr", ASR_ENV) == "v1"
@@ -199,11 +200,38 @@ def test_drift_after_hand_made_rollout_undo(
     asr, spk = status["asr"], status["spk"]
     assert (asr.serving, asr.alias, asr.drift) == ("v1", "v2", True)
     assert asr.to_dict()["drift"] is True and not spk.drift
-    # one way out: bring the cluster back to the alias (the alias does not move)
-    outcome = deployer.rollback("asr", "v2", reason="hand undo was a mistake")
-    assert outcome.version == "v2" and not outcome.alias_moved
+    # way out 1: move the alias to what runs (the cluster is not touched)
+    patches = len([r for r in cluster.requests if r[0] == "PATCH"])
+    outcome = deployer.rollback("asr", "v1", reason="keep the hand undo")
+    assert (outcome.version, outcome.changed, outcome.alias_moved) == ("v1", False, True)
+    assert alias(reg) == "v1"
+    assert len([r for r in cluster.requests if r[0] == "PATCH"]) == patches
+    with pytest.raises(Conflict, match="nothing to roll back"):
+        deployer.rollback("asr", "v1", reason="again")
+    # way out 2: bring the cluster to a version (and the alias with it)
+    deployer.redeploy("asr", "v2", reason="v2 after all")
     assert cluster.serving(NS, "speechloop-asr", ASR_ENV) == "v2"
     assert not {s.kind: s for s in deployer.status()}["asr"].drift
+
+
+def test_unpinned_template_gets_pinned(reg: ModelRegistry, base: str) -> None:
+    """A template with an empty version variable (follows the alias) shows no drift and
+    is pinned by the first redeploy."""
+    fake = FakeCluster()
+    fake.add_deployment(make_deployment("speechloop-asr", "speechloop-asr", {ASR_ENV: ""}))
+    with serve(fake) as url:
+        deployer = deployer_for(reg, url)
+        before = {s.kind: s for s in deployer.status()}["asr"]
+        assert before.serving is None and not before.drift
+        outcome = deployer.redeploy("asr", "v2", reason="pin it")
+        assert outcome.previous is None
+        assert fake.serving(NS, "speechloop-asr", ASR_ENV) == "v2"
+        assert [
+            e["name"]
+            for e in fake.deployments[(NS, "speechloop-asr")]["spec"]["template"]["spec"][
+                "containers"
+            ][0]["env"]
+        ] == [ASR_ENV]
 
 
 def test_unknown_version_and_missing_deployment(
