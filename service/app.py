@@ -1,0 +1,104 @@
+"""The BentoML composition: ``bentoml serve service.app:Gateway``.
+
+Three services, each its own process (Kubernetes can scale them apart):
+
+- :class:`Gateway` (the entry service): the HTTP surface of :mod:`service.api` (mounted
+  FastAPI app, OpenAPI at ``/docs``), :class:`~service.middleware.RequestGuard` (request
+  id, API keys, body limit, metrics), audio decoding; it holds no model;
+- :class:`~service.asr.AsrService` and :class:`~service.speaker.SpeakerService`,
+  reached with ``bentoml.depends`` (BentoML's own ``/livez``, ``/readyz`` and ``/metrics``
+  on the gateway report on all three: ``/readyz`` is 200 only when both models are
+  loaded and warm).
+
+``SPEECHLOOP_ASR_URL`` / ``SPEECHLOOP_SPK_URL``, when set, point the gateway at model
+services running elsewhere (separate Deployments) instead of starting them here; they
+are read when this module is imported, since BentoML fixes dependencies per class.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, TypeVar, cast
+
+import bentoml
+from pydantic import BaseModel
+
+from service.api import make_api
+from service.asr import AsrService
+from service.logs import setup_logging
+from service.middleware import RequestGuard
+from service.schemas import (
+    AsrItem,
+    AsrReply,
+    EmbedReply,
+    EnrollReply,
+    EnrollRequest,
+    IdentifyReply,
+    IdentifyRequest,
+    ModelStatus,
+    SpkItem,
+    VerifyReply,
+    VerifyRequest,
+)
+from service.settings import get_service_settings
+from service.speaker import SpeakerService
+from service.uploads import AudioLimits
+
+M = TypeVar("M", bound=BaseModel)
+
+api = make_api()
+
+
+def _as(cls: type[M], value: Any) -> M:
+    """A reply model from what the dependency returned (model or plain dict)."""
+    return value if isinstance(value, cls) else cls.model_validate(value)
+
+
+@bentoml.asgi_app(api, path="/")
+@bentoml.service(name="speechloop", workers=1, traffic={"timeout": 180})
+class Gateway:
+    """The entry service (see the module docstring); implements :class:`service.api.Backend`."""
+
+    asr = bentoml.depends(AsrService, url=os.environ.get("SPEECHLOOP_ASR_URL") or None)
+    spk = bentoml.depends(SpeakerService, url=os.environ.get("SPEECHLOOP_SPK_URL") or None)
+
+    def __init__(self) -> None:
+        settings = get_service_settings()  # refuses to start without keys (unless auth=off)
+        setup_logging(settings.log_level)
+        self.limits = AudioLimits(
+            min_s=settings.min_request_audio_s,
+            max_s=settings.max_request_audio_s,
+            max_bytes=settings.max_body_bytes,
+        )
+        self.max_enrol_files = settings.max_enrol_files
+
+    async def transcribe(self, item: AsrItem) -> AsrReply:
+        """See :class:`service.api.Backend`."""
+        replies = await self.asr.to_async.transcribe([item])
+        return _as(AsrReply, replies[0])
+
+    async def embed(self, item: SpkItem) -> EmbedReply:
+        """See :class:`service.api.Backend`."""
+        replies = await self.spk.to_async.embed([item])
+        return _as(EmbedReply, replies[0])
+
+    async def verify(self, req: VerifyRequest) -> VerifyReply:
+        """See :class:`service.api.Backend`."""
+        return _as(VerifyReply, await self.spk.to_async.verify(req))
+
+    async def enroll(self, req: EnrollRequest) -> EnrollReply:
+        """See :class:`service.api.Backend`."""
+        return _as(EnrollReply, await self.spk.to_async.enroll(req))
+
+    async def identify(self, req: IdentifyRequest) -> IdentifyReply:
+        """See :class:`service.api.Backend`."""
+        return _as(IdentifyReply, await self.spk.to_async.identify(req))
+
+    async def models(self) -> list[ModelStatus]:
+        """See :class:`service.api.Backend`."""
+        asr = await self.asr.to_async.info()
+        spk = await self.spk.to_async.info()
+        return [_as(ModelStatus, asr), _as(ModelStatus, spk)]
+
+
+cast("bentoml.Service[Gateway]", Gateway).add_asgi_middleware(RequestGuard)
