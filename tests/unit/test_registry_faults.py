@@ -10,6 +10,7 @@ suite in tests/integration does the same with a real forwarder and server.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from speechloop.errors import Conflict, StoreError, StoreUnavailable
+from speechloop.errors import Conflict, NotFound, StoreError, StoreUnavailable
 from speechloop.registry import ModelRegistry
 from speechloop.storage.base import ObjectInfo, ObjectStore
 from speechloop.storage.local import LocalStore
@@ -359,3 +360,58 @@ def test_racing_promoters_with_lost_replies(tmp_path: Path) -> None:
         t.join(timeout=60)
     assert errors == [] and store.lost.count(PROD) == 4
     assert_consistent(reg, "asr", set(versions))
+
+
+def test_two_writers_promote_reject_rollback_with_lost_replies(tmp_path: Path) -> None:
+    """Two writers at once, one promoting, one rejecting and rolling back, with lost
+    replies on alias and history writes: every call is logged exactly once, the alias
+    changes form one chain in commit order, and production/previous match its end."""
+    reg, store = lossy_registry(tmp_path, "unavailable")
+    versions = [publish(reg, tmp_path, i) for i in range(5)]
+    reg.promote("asr", versions[0], reason="base")
+    store.lose(PROD, times=3)
+    store.lose(HIST, times=3)
+    barrier = threading.Barrier(2)
+    calls: list[str] = []
+    errors: list[BaseException] = []
+
+    def promoter() -> None:
+        barrier.wait()
+        for version in versions[1:]:
+            reg.promote("asr", version, reason=f"promote {version}")
+            calls.append("promote")
+
+    def other() -> None:
+        barrier.wait()
+        for i in range(3):
+            reg.reject("asr", versions[i], reason="worse")
+            calls.append("reject")
+            try:
+                reg.rollback("asr", reason="regressed")
+                calls.append("rollback")
+            except NotFound:  # no promotion since the base yet: no previous
+                pass
+
+    def guarded(body: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                body()
+            except Exception as exc:  # noqa: BLE001 - checked in the test thread below
+                errors.append(exc)
+
+        return run
+
+    threads = [threading.Thread(target=guarded(f)) for f in (promoter, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and store.lost.count(PROD) == 3
+    hist = reg.history("asr")
+    assert [h["seq"] for h in hist] == list(range(1, len(hist) + 1))
+    assert sorted(h["action"] for h in hist[1:]) == sorted(calls)
+    changes = [h for h in hist if h["action"] != "reject"]
+    for before, after in itertools.pairwise(changes):
+        assert after["from_version"] == before["version"]
+    assert prod_prev(reg) == (changes[-1]["version"], changes[-1]["from_version"])
+    assert len(log_lines(reg)) == len(hist)
