@@ -225,9 +225,7 @@ class ModelRegistry:
         record, _ = aliases.commit(self.store, self.bucket, kind, build, write_id)
         try:
             aliases.sync_previous(self.store, self.bucket, kind)
-            production = aliases.read_production(self.store, self.bucket, kind)
-            if production is not None and production.get("write_id") == write_id:
-                history.catch_up(self.store, self.bucket, kind, production)
+            history.catch_up(self.store, self.bucket, kind, record)  # once, by write id
         except StoreError as exc:
             log.warning(
                 "%s %s/%s committed, but the previous mirror or history could not be "
