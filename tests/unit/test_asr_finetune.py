@@ -114,13 +114,13 @@ def test_stage_glancing_applies_during_the_stage_and_is_restored(data):
     seen: list[float] = []
     trainer = StageTrainer(model, tok, StageConfig("asr", epochs=1, lr=1e-3, warmup_steps=1,
                            batch_size=4, glancing=0.0), progress=False)  # fmt: skip
-    step = trainer._asr_step
+    step = trainer.strategy.step
 
     def spy(*args, **kwargs):
         seen.append(model.sampling_ratio)
         return step(*args, **kwargs)
 
-    trainer._asr_step = spy  # type: ignore[method-assign]
+    trainer.strategy.step = spy  # type: ignore[method-assign]
     trainer.run(utts[:6], utts[6:])
     assert seen and set(seen) == {0.0}
     assert model.sampling_ratio == 0.75
@@ -152,11 +152,17 @@ def test_resume_after_kill_matches_uninterrupted_run(data, tmp_path: Path):
 
 
 def test_pick_device_prefers_cuda_when_available():
-    """auto picks CUDA when torch reports it (mocked: no GPU here), CPU otherwise."""
+    """auto picks CUDA when torch reports it (mocked: no GPU here), CPU otherwise; CUDA
+    asked for without one is an error, not a silent fall back (the shared rule of
+    :func:`speechloop.training.select_device`)."""
+    from speechloop.errors import InvalidInput
+
     with mock.patch("torch.cuda.is_available", return_value=True):
         assert pick_device("auto") == "cuda"
     with mock.patch("torch.cuda.is_available", return_value=False):
         assert pick_device("auto") == "cpu"
+        with pytest.raises(InvalidInput, match="CUDA is not available"):
+            pick_device("cuda")
     assert pick_device("cpu") == "cpu"
 
 

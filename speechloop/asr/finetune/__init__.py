@@ -4,13 +4,16 @@
     result = finetune_model(loaded, rows, FinetuneConfig.two_stage(epochs=10), work_dir=Path("w"))
     result.loaded  # the tuned model (best epoch of each stage), same tokenizer and CMVN
 
-Stage order, freezing, objectives, checkpoints and resume: see :mod:`.trainer`.
+Stage order, freezing, objectives, checkpoints and resume: see :mod:`.trainer` (the
+loop) and :mod:`.stages` (one strategy per stage kind). Progress: ``callbacks``
+(:class:`speechloop.training.TrainingCallback`); device: ``cfg.device`` through
+:func:`speechloop.training.select_device`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from speechloop.asr.finetune.trainer import StageResult
 from speechloop.asr.model import LoadedModel
 from speechloop.data.types import AsrRow
 from speechloop.errors import InvalidInput
+from speechloop.training.callbacks import TrainingCallback
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "StageConfig", "finetune_model"]
 
@@ -50,6 +54,7 @@ def finetune_model(
     work_dir: Path,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = True,
+    callbacks: Iterable[TrainingCallback] = (),
 ) -> FinetuneResult:
     """Fine-tune ``loaded.model`` in place on ``rows`` ("eval" rows validate).
 
@@ -60,34 +65,36 @@ def finetune_model(
 
     from speechloop.asr.features import Frontend
     from speechloop.asr.finetune.data import prepare, split_valid
-    from speechloop.asr.finetune.trainer import StageTrainer, pick_device
+    from speechloop.asr.finetune.trainer import StageTrainer
+    from speechloop.training.checkpoint import CheckpointDir
+    from speechloop.training.device import select_device
 
     if not rows:
         raise InvalidInput("no ASR rows to fine-tune on")
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.num_threads)
-    device = pick_device(cfg.device)
-    model = loaded.model.to(device)
+    plan = select_device(cfg.device, mixed_precision=cfg.amp)
+    model = loaded.model.to(plan.device)
     utts = prepare(rows, loaded.tokenizer, Frontend.from_am_mvn(loaded.cmvn_file))
     train = [u for u, r in zip(utts, rows, strict=True) if r.split == "train"]
     valid = [u for u, r in zip(utts, rows, strict=True) if r.split == "eval"]
     if not valid:
         train, valid = split_valid(train, cfg.valid_fraction, cfg.seed)
     result = FinetuneResult(loaded)
+    callbacks = list(callbacks)
     for index, stage in enumerate(cfg.stages):
         stage_dir = Path(work_dir) / f"{index}"
-        done = stage_dir / stage.kind / "done.pt"
-        if done.is_file():
-            model.load_state_dict(torch.load(done, map_location=device, weights_only=True))
+        done = CheckpointDir(stage_dir / stage.kind)
+        if (state := done.load("done.pt", map_location=plan.device)) is not None:
+            model.load_state_dict(state.get("model", state))
             continue
         trainer = StageTrainer(
-            model, loaded.tokenizer, stage, seed=cfg.seed + index, device=device,
-            amp=cfg.amp, work_dir=stage_dir, on_epoch=on_epoch, progress=progress,
+            model, loaded.tokenizer, stage, seed=cfg.seed + index, device=plan,
+            work_dir=stage_dir, on_epoch=on_epoch, progress=progress, callbacks=callbacks,
         )  # fmt: skip
         result.stages.append(trainer.run(train, valid))
-        done.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), done)
+        done.save("done.pt", {"model": model.state_dict()})
     for p in model.parameters():
         p.requires_grad = True
     model.cpu().eval()

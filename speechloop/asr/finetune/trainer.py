@@ -1,20 +1,17 @@
-"""Two-stage fine-tuning of SeACo-Paraformer (and the naive baseline), one stage at a time.
+"""The training loop of one ASR stage; what a stage trains is its strategy (:mod:`.stages`).
 
-Stage ``asr``: the hotword modules (``bias_encoder``, ``seaco_decoder``,
-``hotword_output_layer``, ``lstm_proj``) are frozen; the ASR part trains on the ASR
-objective. Stage ``hotword``: everything else is frozen; the ASR part runs once in eval
-mode and its outputs are cached, then the hotword modules train on the SeACo objective
-(:mod:`speechloop.asr.objectives`). Stage ``naive``: all parameters on one joint objective,
-the ASR loss plus the SeACo head's loss on the same hotword lists as stage 2, computed on
-the live (trainable) ASR part: what summing the losses and training everything does.
+Every stage: Adam on the strategy's trainable parameters, linear warm-up then linear
+decay, gradient clipping, validation each epoch (the strategy's ``score``), early
+stopping with ``patience``, the best weights kept (``best.pt``) and restored at the end,
+a checkpoint after every epoch (``<work_dir>/<stage>/last.pt``, via
+:class:`speechloop.training.CheckpointDir`) from which a killed run resumes, the device
+plan of :func:`speechloop.training.select_device` (CUDA + autocast when present), and
+determinism by seed (per-epoch RNGs derived from the seed, so a resumed run takes the
+same batches as an uninterrupted one). Progress goes to
+:class:`speechloop.training.TrainingCallback` objects (rich bars when ``progress``).
 
-Every stage: Adam, linear warm-up then linear decay, gradient clipping, validation each
-epoch (ASR: token accuracy of greedy decoding, 1 - token error; hotword: balanced
-teacher-forced accuracy of the head on hotword and NO_BIAS positions), early stopping
-with ``patience``, the best weights kept, a checkpoint after every epoch
-(``<work_dir>/<stage>/last.pt``) from which a killed run resumes, CUDA + autocast when
-present, and determinism by seed (per-epoch RNGs derived from the seed, so a resumed
-run takes the same batches as an uninterrupted one).
+Names kept for callers: ``pick_device``, ``is_hotword_param``, ``candidates``,
+``CachedUtt``, ``token_accuracy`` (now in :mod:`.strategy` / :mod:`.stages`).
 """
 
 from __future__ import annotations
@@ -23,46 +20,44 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from speechloop.asr.finetune.config import StageConfig
-from speechloop.asr.finetune.data import Utterance, batches, collate, sample_span
-from speechloop.asr.model import HOTWORD_MODULES
+from speechloop.asr.finetune.data import Utterance
+from speechloop.asr.finetune.stages import CachedUtt, make_strategy
+from speechloop.asr.finetune.strategy import (
+    StageContext,
+    candidates,
+    is_hotword_param,
+    noisy,
+    token_accuracy,
+)
 from speechloop.asr.tokenizer import Tokenizer
+from speechloop.training.callbacks import EpochFunction, TrainingCallback, combine
+from speechloop.training.checkpoint import CheckpointDir
+from speechloop.training.device import DevicePlan, select_device
 
-if TYPE_CHECKING:
-    import torch
+__all__ = [
+    "CachedUtt",
+    "StageResult",
+    "StageTrainer",
+    "candidates",
+    "is_hotword_param",
+    "pick_device",
+    "token_accuracy",
+]
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[dict[str, Any]], None]
+_noisy = noisy  # older name, used by tests
 
 
 def pick_device(preference: str = "auto") -> str:
-    """``"cuda"`` when asked or available (``auto``), else ``"cpu"``."""
-    import torch
-
-    if preference == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return preference
-
-
-def is_hotword_param(name: str) -> bool:
-    """Whether a parameter belongs to the hotword path (frozen in stage 1)."""
-    return name.split(".")[0] in HOTWORD_MODULES
-
-
-def set_trainable(model: Any, kind: str) -> list[str]:
-    """Freeze/unfreeze parameters for a stage; returns the trainable names."""
-    names = []
-    for name, p in model.named_parameters():
-        hot = is_hotword_param(name)
-        p.requires_grad = kind == "naive" or (hot if kind == "hotword" else not hot)
-        if p.requires_grad:
-            names.append(name)
-    return names
+    """The device string of :func:`speechloop.training.select_device` (explicit rule:
+    ``auto`` -> CUDA when present else CPU; CUDA asked for but absent -> InvalidInput)."""
+    return select_device(preference).device
 
 
 @dataclass
@@ -88,134 +83,33 @@ class StageTrainer:
         cfg: StageConfig,
         *,
         seed: int = 0,
-        device: str = "cpu",
+        device: str | DevicePlan = "cpu",
         amp: bool = True,
-        work_dir: Path | None = None,
+        work_dir: Any = None,
         on_epoch: EpochCallback | None = None,
         progress: bool = True,
+        callbacks: Iterable[TrainingCallback] = (),
     ) -> None:
         """Prepare a stage; nothing trains until :meth:`run`."""
-        self.model, self.tok, self.cfg = model, tokenizer, cfg
-        self.seed, self.device = seed, device
-        self.amp = amp and device.startswith("cuda")
+        plan = (
+            device if isinstance(device, DevicePlan) else select_device(device, mixed_precision=amp)
+        )
+        self.ctx = StageContext(model, tokenizer, cfg, plan, seed)
+        self.strategy = make_strategy(self.ctx)
+        self.model, self.cfg, self.seed = model, cfg, seed
         self.work_dir = work_dir / cfg.kind if work_dir is not None else None
-        self.on_epoch = on_epoch
-        self.progress = progress
+        self.checkpoints = CheckpointDir(self.work_dir)
+        extra = [EpochFunction(on_epoch)] if on_epoch is not None else []
+        self.callbacks = combine([*callbacks, *extra], progress=progress)
 
-    # -- objectives -------------------------------------------------------------------
-
-    def _autocast(self) -> Any:
-        import torch
-
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
-
-    def _asr_step(
-        self, utts: Sequence[Utterance], rng: random.Random
-    ) -> tuple[Any, dict[str, float]]:
-        from speechloop.asr.objectives import asr_loss
-
-        with self._autocast():
-            return asr_loss(self.model, *collate(utts, self.device))
-
-    def _hotword_step(
-        self, items: Sequence[Any], rng: random.Random, epoch: int
-    ) -> tuple[Any, dict[str, float]]:
-        import torch
-
-        from speechloop.asr.objectives import AsrStates
-
-        pad = torch.nn.utils.rnn.pad_sequence
-        states = AsrStates(
-            pad([it.acoustic for it in items], batch_first=True).to(self.device),
-            pad([it.hidden for it in items], batch_first=True).to(self.device),
-            torch.tensor([it.acoustic.shape[0] for it in items], dtype=torch.int32).to(self.device),
-        )
-        if self.model.training and self.cfg.state_noise > 0:
-            states = AsrStates(
-                _noisy(states.acoustic, self.cfg.state_noise),
-                _noisy(states.hidden, self.cfg.state_noise),
-                states.lengths,
-            )
-        cands = [candidates(it.utt, self.tok, rng, self.cfg) for it in items]
-        return self._seaco_step(states, [it.ids for it in items], cands, rng, epoch)
-
-    def _naive_step(
-        self, utts: Sequence[Utterance], rng: random.Random, epoch: int
-    ) -> tuple[Any, dict[str, float]]:
-        """ASR loss + SeACo head loss, both through the trainable ASR part.
-
-        The ASR part runs twice per batch: funasr's ASR objective does not return the
-        teacher-forced states the head reads (acceptable for a baseline)."""
-        from speechloop.asr.objectives import asr_states
-
-        loss_asr, stats = self._asr_step(utts, rng)
-        with self._autocast():
-            states = asr_states(self.model, *collate(utts, self.device))
-        cands = [candidates(u, self.tok, rng, self.cfg) for u in utts]
-        loss_hw, hw_stats = self._seaco_step(states, [u.ids for u in utts], cands, rng, epoch)
-        return loss_asr + loss_hw, {**stats, **hw_stats}
-
-    def _seaco_step(
-        self,
-        states: Any,
-        texts: list[list[int]],
-        cands: list[list[list[int]]],
-        rng: random.Random,
-        epoch: int,
-    ) -> tuple[Any, dict[str, float]]:
-        """The SeACo head's loss on ASR states, with this stage's hotword lists."""
-        from speechloop.asr.objectives import (
-            build_bias_batch,
-            build_utterance_lists,
-            hotword_embeddings,
-            hotword_logits,
-            seaco_loss,
-        )
-
-        cfg = self.cfg
-        nb, sos, p_in = self.tok.no_bias_id, self.tok.sos_id, cfg.p_include
-        if cfg.shared_lists and epoch > cfg.easy_epochs:  # the SeACo paper's batch lists
-            bb = build_bias_batch(
-                texts, cands, self.distractors, no_bias=nb, sos=sos, rng=rng, p_include=p_in,
-                list_size=cfg.list_size,
-            )  # fmt: skip
-        else:  # one list per utterance; curriculum: a single distractor at first
-            bb = build_utterance_lists(
-                texts, cands, self.distractors, no_bias=nb, sos=sos, rng=rng, p_include=p_in,
-                n_distractors=1 if epoch <= cfg.easy_epochs else cfg.list_size,
-                vary=cfg.vary_list_size and epoch > cfg.easy_epochs,
-            )  # fmt: skip
-        with self._autocast():
-            context, lengths = bb.context(hotword_embeddings(self.model, bb.hotwords))
-            logits = hotword_logits(self.model, states, context, lengths)
-        return seaco_loss(
-            logits, bb.labels, no_bias=self.tok.no_bias_id, no_bias_weight=cfg.no_bias_weight
-        )
-
-    # -- validation ---------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """The torch device string."""
+        return self.ctx.device
 
     def validate(self, valid: Sequence[Any]) -> dict[str, float]:
-        """Validation score of the stage (higher is better) and its parts."""
-        import torch
-
-        self.model.eval()
-        rng = random.Random(self.seed + 99991)
-        if self.cfg.kind == "hotword":
-            hot = nob = n_hot = n_nob = 0.0
-            with torch.no_grad():
-                for chunk in _chunks(list(valid), 32):
-                    _, st = self._hotword_step(chunk, rng, epoch=10**6)
-                    hot += st["acc_hot"] * st["n_hot"]
-                    nob += st["acc_nobias"] * st["n_nobias"]
-                    n_hot, n_nob = n_hot + st["n_hot"], n_nob + st["n_nobias"]
-            a_hot, a_nob = hot / max(n_hot, 1), nob / max(n_nob, 1)
-            return {"score": (a_hot + a_nob) / 2, "acc_hot": a_hot, "acc_nobias": a_nob}
-        return {
-            "score": token_accuracy(self.model, valid, self.device),
-            "acc": token_accuracy(self.model, valid, self.device),
-        }
-
-    # -- the loop -------------------------------------------------------------------------
+        """Validation figures of the stage (``score``: higher is better)."""
+        return self.strategy.validate(valid)
 
     def run(self, train: Sequence[Utterance], valid: Sequence[Utterance]) -> StageResult:
         """Train the stage; resumes from ``work_dir/<stage>/last.pt`` when it exists."""
@@ -231,22 +125,18 @@ class StageTrainer:
     def _run(self, train: Sequence[Utterance], valid: Sequence[Utterance]) -> StageResult:
         import torch
 
-        names = set_trainable(self.model, self.cfg.kind)
-        params = [p for n, p in self.model.named_parameters() if n in names]
+        params = self._set_trainable()
         result = StageResult(self.cfg.kind, trainable=sum(p.numel() for p in params))
         started = time.perf_counter()
-        train_items: list[Any]
-        valid_items: list[Any]
-        if self.cfg.kind == "hotword":
-            train_items, valid_items = self._cache(train), self._cache(valid)
-        else:
-            train_items, valid_items = list(train), list(valid)
+        self.checkpoints.fingerprint = {
+            "stage": asdict(self.cfg), "seed": self.seed, "train": len(train), "valid": len(valid),
+        }  # fmt: skip
+        train_items, valid_items = self.strategy.items(train), self.strategy.items(valid)
         pool = {tuple(h) for u in train for h in u.hotwords}
-        self.distractors = [list(h) for h in sorted(pool)]
-        steps_per_epoch = max(1, -(-len(train_items) // self.cfg.batch_size))
-        total = steps_per_epoch * self.cfg.epochs
+        self.ctx.distractors = [list(h) for h in sorted(pool)]
+        steps = max(1, -(-len(train_items) // self.cfg.batch_size))
         opt = torch.optim.Adam(params, lr=self.cfg.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(self.cfg, total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(self.cfg, steps * self.cfg.epochs))
         best_state = _copy_state(self.model)
         first = self._resume(opt, sched, result)
         if first == 0:
@@ -255,10 +145,8 @@ class StageTrainer:
             result.history.append(
                 {"epoch": 0, "stage": self.cfg.kind, **{f"valid_{k}": v for k, v in score.items()}}
             )
-        elif self.work_dir is not None and (self.work_dir / "best.pt").is_file():
-            best_state = torch.load(
-                self.work_dir / "best.pt", map_location="cpu", weights_only=True
-            )
+        elif (best := self.checkpoints.load("best.pt")) is not None:
+            best_state = best.get("model", best)
         bad_epochs = _epochs_since_best(result)
         for epoch in range(first + 1, self.cfg.epochs + 1):
             rng = random.Random(self.seed * 100003 + epoch)
@@ -268,13 +156,14 @@ class StageTrainer:
             record.update({f"valid_{k}": v for k, v in score.items()})
             record["seconds"] = round(time.perf_counter() - started, 2)
             result.history.append(record)
-            if score["score"] > result.best_score:
+            improved = score["score"] > result.best_score
+            if improved:
                 result.best_score, result.best_epoch, bad_epochs = score["score"], epoch, 0
                 best_state = _copy_state(self.model)
-                self._save_best(best_state)
+                self._save("best.pt", {"model": best_state}, epoch, best=True)
             else:
                 bad_epochs += 1
-            self._checkpoint(opt, sched, result, epoch)
+            self._save("last.pt", self._state(opt, sched, result, epoch), epoch, best=False)
             self._log(record)
             if bad_epochs >= self.cfg.patience:
                 result.stopped_early = True
@@ -283,6 +172,15 @@ class StageTrainer:
         self.model.eval()
         result.seconds = time.perf_counter() - started
         return result
+
+    def _set_trainable(self) -> list[Any]:
+        """Freeze/unfreeze by the strategy; returns the trainable parameters."""
+        params = []
+        for name, p in self.model.named_parameters():
+            p.requires_grad = self.strategy.trainable(name)
+            if p.requires_grad:
+                params.append(p)
+        return params
 
     def _epoch(
         self,
@@ -295,92 +193,44 @@ class StageTrainer:
     ) -> dict[str, Any]:
         import torch
 
-        self.model.train()
-        if self.cfg.kind == "hotword":
-            _eval_asr_part(self.model)
-        groups = batches_of(items, self.cfg.batch_size, rng)
-        sums: dict[str, float] = {}
-        with _Progress(self.progress, f"{self.cfg.kind} epoch {epoch}", len(groups)) as advance:
-            for group in groups:
-                chunk = [items[i] for i in group]
-                if self.cfg.kind == "hotword":
-                    loss, stats = self._hotword_step(chunk, rng, epoch)
-                elif self.cfg.kind == "naive":
-                    loss, stats = self._naive_step(chunk, rng, epoch)
-                else:
-                    loss, stats = self._asr_step(chunk, rng)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
-                opt.step()
-                sched.step()
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                advance()
+        self.strategy.train_mode()
+        groups = self.strategy.batches(items, self.cfg.batch_size, rng)
+        kind, sums = self.cfg.kind, {}  # type: ignore[var-annotated]
+        self.callbacks.on_epoch_start(kind, epoch, self.cfg.epochs, len(groups))
+        for n, group in enumerate(groups, start=1):
+            loss, stats = self.strategy.step([items[i] for i in group], rng, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+            opt.step()
+            sched.step()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            self.callbacks.on_step(kind, epoch, n, len(groups), float(loss.detach()))
         record: dict[str, Any] = {
-            "epoch": epoch,
-            "stage": self.cfg.kind,
-            "utterances": len(items),
-            "lr": sched.get_last_lr()[0],
-        }
+            "epoch": epoch, "stage": kind, "utterances": len(items), "lr": sched.get_last_lr()[0],
+        }  # fmt: skip
         record.update({f"train_{k}": round(v / max(1, len(groups)), 5) for k, v in sums.items()})
         return record
 
-    # -- caching the frozen ASR part (hotword stage) --------------------------------------
-
-    def _cache(self, utts: Sequence[Utterance]) -> list[CachedUtt]:
-        import torch
-
-        from speechloop.asr.objectives import asr_states
-
-        self.model.eval()
-        out: list[CachedUtt] = []
-        with torch.no_grad():
-            for group in batches(utts, 32, None):
-                chunk = [utts[i] for i in group]
-                st = asr_states(self.model, *collate(chunk, self.device))
-                for j, u in enumerate(chunk):
-                    n = int(st.lengths[j])
-                    out.append(
-                        CachedUtt(
-                            u, st.acoustic[j, :n].float().cpu(), st.hidden[j, :n].float().cpu()
-                        )
-                    )
-        return out
-
     # -- checkpoints --------------------------------------------------------------------
 
-    def _checkpoint(self, opt: Any, sched: Any, result: StageResult, epoch: int) -> None:
-        import torch
+    def _state(self, opt: Any, sched: Any, result: StageResult, epoch: int) -> dict[str, Any]:
+        return {
+            "epoch": epoch, "model": self.model.state_dict(), "opt": opt.state_dict(),
+            "sched": sched.state_dict(), "history": result.history,
+            "best_score": result.best_score, "best_epoch": result.best_epoch,
+        }  # fmt: skip
 
-        if self.work_dir is None:
-            return
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.work_dir / "last.pt.tmp"
-        torch.save(
-            {"epoch": epoch, "model": self.model.state_dict(), "opt": opt.state_dict(),
-             "sched": sched.state_dict(), "history": result.history,
-             "best_score": result.best_score, "best_epoch": result.best_epoch},
-            tmp,
-        )  # fmt: skip
-        tmp.replace(self.work_dir / "last.pt")
-
-    def _save_best(self, state: dict[str, Any]) -> None:
-        import torch
-
-        if self.work_dir is None:
-            return
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.work_dir / "best.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.work_dir / "best.pt")
+    def _save(self, name: str, state: dict[str, Any], epoch: int, *, best: bool) -> None:
+        path = self.checkpoints.save(name, state)
+        if path is not None:
+            self.callbacks.on_checkpoint(self.cfg.kind, epoch, path, best)
 
     def _resume(self, opt: Any, sched: Any, result: StageResult) -> int:
-        import torch
-
-        if self.work_dir is None or not (self.work_dir / "last.pt").is_file():
+        ck = self.checkpoints.load("last.pt")
+        if ck is None:
             return 0
-        ck = torch.load(self.work_dir / "last.pt", map_location="cpu", weights_only=False)
         self.model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sched.load_state_dict(ck["sched"])
@@ -392,105 +242,14 @@ class StageTrainer:
     def _log(self, record: dict[str, Any]) -> None:
         keys = [k for k in record if k.startswith(("train_loss", "train_acc", "valid_"))]
         log.info(
-            "%s epoch %d: %s",
-            record["stage"],
-            record["epoch"],
+            "%s epoch %d: %s", record["stage"], record["epoch"],
             ", ".join(f"{k}={record[k]:.4f}" for k in keys),
-        )
+        )  # fmt: skip
         if self.work_dir is not None:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             with (self.work_dir / "epochs.jsonl").open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
-        if self.on_epoch is not None:
-            self.on_epoch(record)
-
-
-@dataclass
-class CachedUtt:
-    """An utterance with the frozen ASR part's outputs (hotword stage)."""
-
-    utt: Utterance
-    acoustic: torch.Tensor
-    hidden: torch.Tensor
-
-    @property
-    def ids(self) -> list[int]:
-        """Token ids of the transcript."""
-        return self.utt.ids
-
-    @property
-    def feats_len(self) -> int:
-        """Length used for batching."""
-        return int(self.acoustic.shape[0])
-
-
-def _noisy(x: Any, share: float) -> Any:
-    """``x`` plus Gaussian noise of ``share`` times each vector's RMS (torch's RNG)."""
-    import torch
-
-    rms = x.pow(2).mean(-1, keepdim=True).sqrt()
-    return x + torch.randn_like(x) * rms * share
-
-
-def candidates(
-    utt: Utterance, tok: Tokenizer, rng: random.Random, cfg: StageConfig
-) -> list[list[int]]:
-    """Hotwords present in ``utt``: the manifest's, plus a span sampled from the transcript
-    with ``cfg.span_rate`` (rows without manifest hotwords) or ``cfg.extra_span_rate``
-    (rows with); ``cfg.token_spans``: spans of tokens instead of words (:func:`sample_span`)."""
-    out = list(utt.hotwords)
-    rate = cfg.extra_span_rate if out else cfg.span_rate
-    if rate > 0 and rng.random() < rate:
-        span = sample_span(utt, tok, rng, by_tokens=cfg.token_spans)
-        if span and span not in out:
-            out.append(span)
-    return out
-
-
-def batches_of(items: Sequence[Any], size: int, rng: random.Random) -> list[list[int]]:
-    """Length-sorted, shuffled index batches for utterances or cached utterances."""
-    if items and isinstance(items[0], CachedUtt):
-        order = sorted(range(len(items)), key=lambda i: items[i].feats_len)
-        groups = [order[i : i + size] for i in range(0, len(order), size)]
-        rng.shuffle(groups)
-        return groups
-    return batches(items, size, rng)
-
-
-def token_accuracy(model: Any, utts: Sequence[Utterance], device: str) -> float:
-    """1 - token error rate of greedy decoding without hotwords (edit distance on ids)."""
-    from speechloop.asr.inference import decode_features
-
-    if not utts:
-        return 0.0
-    errors = total = 0
-    for group in batches(utts, 32, None):
-        chunk = [utts[i] for i in group]
-        speech, lengths, _, _ = collate(chunk, device)
-        dec = decode_features(model, speech, lengths, None, timestamps=False)
-        for u, hyp in zip(chunk, dec.ids, strict=True):
-            errors += _edit_distance(u.ids, hyp)
-            total += len(u.ids)
-    return 1.0 - errors / max(total, 1)
-
-
-def _edit_distance(a: Sequence[int], b: Sequence[int]) -> int:
-    """Levenshtein distance of two id sequences."""
-    row = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        prev, row[0] = row[0], i
-        for j in range(1, len(b) + 1):
-            cur = row[j]
-            row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] != b[j - 1]))
-            prev = cur
-    return row[-1]
-
-
-def _eval_asr_part(model: Any) -> None:
-    """Keep the frozen ASR part in eval mode (no dropout) while the hotword path trains."""
-    for name, module in model.named_children():
-        if name not in HOTWORD_MODULES:
-            module.eval()
+        self.callbacks.on_epoch_end(self.cfg.kind, int(record["epoch"]), record)
 
 
 def _schedule(cfg: StageConfig, total: int) -> Callable[[int], float]:
@@ -515,35 +274,3 @@ def _epochs_since_best(result: StageResult) -> int:
         return 0
     last = int(result.history[-1]["epoch"])
     return max(0, last - result.best_epoch)
-
-
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-class _Progress:
-    """A rich progress bar for one epoch (or nothing when disabled); yields ``advance``."""
-
-    def __init__(self, enabled: bool, label: str, total: int) -> None:
-        self.enabled, self.label, self.total = enabled, label, total
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self._bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=True,
-        )
-        self._bar.start()
-        task = self._bar.add_task(self.label, total=self.total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()

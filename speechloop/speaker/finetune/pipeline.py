@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from speechloop.errors import InvalidInput
 from speechloop.speaker.finetune.config import TrainConfig
 from speechloop.speaker.model import SpkModel
 from speechloop.storage.base import ObjectStore
+from speechloop.training.callbacks import TrainingCallback
 
 
 def batch_rows(
@@ -69,6 +70,7 @@ def finetune_on_rows(
     version: str,
     target_far: float | None = None,
     resume: bool = True,
+    callbacks: Iterable[TrainingCallback] = (),
 ) -> dict[str, Any]:
     """Fine-tune, score base and candidate on ``golden``, calibrate; returns the metrics."""
     import copy
@@ -83,7 +85,10 @@ def finetune_on_rows(
         raise InvalidInput("fine-tuning needs rows of at least 2 speakers")
     before = eval_set_metrics(base, golden, config.device)
     candidate = dataclasses.replace(base, network=copy.deepcopy(base.network))
-    result = finetune(candidate, train, valid, out_dir, config, version=version, resume=resume)
+    result = finetune(
+        candidate, train, valid, out_dir, config, version=version, resume=resume,
+        callbacks=callbacks,
+    )  # fmt: skip
     after = eval_set_metrics(result.model, golden, config.device)
     calibration = calibrate(after["scores"], after["labels"], target_far=target_far)
     save_calibration(calibration, result.best_dir)

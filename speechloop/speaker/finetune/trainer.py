@@ -6,7 +6,11 @@ checkpoint (``checkpoints/last.pt``: network, head, optimiser, counters, history
 when the EER improved, the best model (``best/``: a loadable model directory). Training
 stops early after ``patience`` epochs without improvement. ``resume=True`` continues from
 ``last.pt``; as every random choice is seeded by ``(seed, epoch)``, a resumed run ends
-where an uninterrupted one would. CUDA with autocast mixed precision when present.
+where an uninterrupted one would. Device: :func:`speechloop.training.select_device`
+(CUDA with autocast mixed precision when present); checkpoints:
+:class:`speechloop.training.CheckpointDir` (a checkpoint of other speakers or another
+seed is refused); progress: :class:`speechloop.training.TrainingCallback` events under
+the stage name ``speaker`` (rich bars when ``config.progress``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +28,7 @@ import numpy as np
 import torch
 
 from speechloop.data.types import SpkRow, Trial
-from speechloop.errors import Conflict, InvalidInput
-from speechloop.speaker.device import DevicePlan, select_device
+from speechloop.errors import InvalidInput
 from speechloop.speaker.embed import SpeakerEmbedder, TorchBackend
 from speechloop.speaker.finetune.config import TrainConfig
 from speechloop.speaker.finetune.data import CropSampler, Utterance, load_utterances
@@ -33,11 +36,15 @@ from speechloop.speaker.finetune.loss import AAMSoftmax
 from speechloop.speaker.finetune.schedule import lr_at, margin_at
 from speechloop.speaker.metrics import VerificationMetrics, compute_metrics, score_trials
 from speechloop.speaker.model import SpkModel, save_model_dir
+from speechloop.training.callbacks import TrainingCallback, combine
+from speechloop.training.checkpoint import CheckpointDir
+from speechloop.training.device import DevicePlan, select_device
 
 log = logging.getLogger(__name__)
 
 LAST = "checkpoints/last.pt"
 BEST = "best"
+STAGE = "speaker"  # the stage name in callback events
 
 
 @dataclass
@@ -142,7 +149,10 @@ class Trainer:
         params = [p for p in self.net.parameters() if p.requires_grad]
         params += list(self.head.parameters())
         self.optimizer = self._optimizer(params)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.plan.mixed_precision)
+        self.scaler = self.plan.grad_scaler()
+        self.checkpoints = CheckpointDir(
+            self.out_dir / Path(LAST).parent, {"speakers": self.speakers, "seed": config.seed}
+        )
         self.history: list[EpochRecord] = []
         self.best_eer = float("inf")
         self.best_epoch = 0
@@ -176,9 +186,7 @@ class Trainer:
             group["lr"] = lr
         x = torch.from_numpy(feats).to(self.plan.device)
         y = torch.from_numpy(labels).to(self.plan.device)
-        with torch.autocast(
-            device_type="cuda", dtype=torch.float16, enabled=self.plan.mixed_precision
-        ):
+        with self.plan.autocast():
             loss = self.head(self.net(x), y, margin)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -186,13 +194,15 @@ class Trainer:
         self.scaler.update()
         return float(loss.detach())
 
-    def run_epoch(self, epoch: int, advance: Callable[[float], None]) -> EpochRecord:
-        """Train one epoch, validate, checkpoint; returns its record."""
+    def run_epoch(self, epoch: int, callbacks: TrainingCallback | None = None) -> EpochRecord:
+        """Train one epoch and validate; returns its record (step events to ``callbacks``)."""
         cfg = self.config
         started = time.perf_counter()
         steps = self.sampler.steps_per_epoch()
         self._train_mode()
         losses, lr, margin = [], cfg.lr, cfg.margin
+        if callbacks is not None:
+            callbacks.on_epoch_start(STAGE, epoch, cfg.epochs, steps)
         for step, (feats, labels) in enumerate(self.sampler.batches(epoch)):
             progress = epoch - 1 + step / steps
             lr = lr_at(
@@ -201,7 +211,8 @@ class Trainer:
             )  # fmt: skip
             margin = margin_at(progress, final=cfg.margin, warmup=cfg.margin_warmup_epochs)
             losses.append(self._step(feats, labels, lr, margin))
-            advance(losses[-1])
+            if callbacks is not None:
+                callbacks.on_step(STAGE, epoch, step + 1, steps, losses[-1])
         metrics = evaluate(self.model, self.valid.rows, self.valid.trials, self.plan.device)
         return EpochRecord(
             epoch=epoch,
@@ -213,10 +224,8 @@ class Trainer:
             seconds=time.perf_counter() - started,
         )
 
-    def save_checkpoint(self, epoch: int) -> None:
-        """Write ``checkpoints/last.pt`` atomically."""
-        path = self.out_dir / LAST
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def save_checkpoint(self, epoch: int) -> Path | None:
+        """Write ``checkpoints/last.pt`` atomically; returns its path."""
         state = {
             "epoch": epoch,
             "network": self.net.state_dict(),
@@ -230,18 +239,15 @@ class Trainer:
             "speakers": self.speakers,
             "config": self.config.model_dump(mode="json"),
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        return self.checkpoints.save(Path(LAST).name, state)
 
     def load_checkpoint(self) -> bool:
-        """Continue from ``checkpoints/last.pt`` if present; False when starting fresh."""
-        path = self.out_dir / LAST
-        if not path.is_file():
+        """Continue from ``checkpoints/last.pt`` if present; False when starting fresh.
+
+        A checkpoint of other speakers or another seed is a Conflict (another run)."""
+        state = self.checkpoints.load(Path(LAST).name, map_location=self.plan.device)
+        if state is None:
             return False
-        state = torch.load(path, map_location=self.plan.device, weights_only=False)
-        if state["speakers"] != self.speakers or state["config"]["seed"] != self.config.seed:
-            raise Conflict(f"{path} belongs to another run (speakers or seed differ)")
         self.net.load_state_dict(state["network"])
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -264,20 +270,24 @@ class Trainer:
         save_model_dir(best, self.out_dir / BEST)
 
     def fit(
-        self, *, resume: bool = True, on_epoch_end: Callable[[EpochRecord], None] | None = None
+        self,
+        *,
+        resume: bool = True,
+        on_epoch_end: Callable[[EpochRecord], None] | None = None,
+        callbacks: Iterable[TrainingCallback] = (),
     ) -> TrainResult:
-        """Train to the end or early stop; returns the best model (loaded from ``best/``)."""
-        from speechloop.speaker.finetune.progress import epoch_progress
+        """Train to the end or early stop; returns the best model (loaded from ``best/``).
+
+        ``on_epoch_end`` gets each epoch's :class:`EpochRecord`; ``callbacks`` get the
+        training events (the epoch's record as a dict at ``on_epoch_end``)."""
         from speechloop.speaker.loading import load_model_dir
 
+        events = combine(callbacks, progress=self.config.progress)
         if resume:
             self.load_checkpoint()
         stopped = False
         for epoch in range(self.next_epoch, self.config.epochs + 1):
-            with epoch_progress(
-                epoch, self.config.epochs, self.sampler.steps_per_epoch(), self.config.progress
-            ) as advance:
-                record = self.run_epoch(epoch, advance)
+            record = self.run_epoch(epoch, events)
             self.history.append(record)
             log.info(
                 "epoch %d/%d loss %.3f lr %.2e margin %.3f valid EER %.4f minDCF %.3f (%.0f s)",
@@ -287,10 +297,14 @@ class Trainer:
             if record.valid_eer < self.best_eer - self.config.min_delta:
                 self.best_eer, self.best_epoch, self.bad_epochs = record.valid_eer, epoch, 0
                 self.save_best(record)
+                events.on_checkpoint(STAGE, epoch, self.out_dir / BEST, True)
             else:
                 self.bad_epochs += 1
-            self.save_checkpoint(epoch)
+            path = self.save_checkpoint(epoch)
+            if path is not None:
+                events.on_checkpoint(STAGE, epoch, path, False)
             self._write_history()
+            events.on_epoch_end(STAGE, epoch, asdict(record))
             if on_epoch_end is not None:
                 on_epoch_end(record)
             if self.bad_epochs >= self.config.patience:
