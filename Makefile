@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: setup system-deps test test-unit test-integration test-e2e lint fmt demo bench clean
+.PHONY: setup system-deps test test-unit test-integration test-e2e lint fmt demo serve bench clean
 
 setup: system-deps $(STAMP)
 
@@ -45,6 +45,9 @@ lint: setup
 fmt: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+serve: setup
+	$(BIN)/speechloop serve --port $${PORT:-3000}
 
 demo: setup
 	bash scripts/demo.sh

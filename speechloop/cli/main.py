@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from speechloop.cli import asr, data, deploy, models, retrain, spk
+from speechloop.cli import asr, data, deploy, models, retrain, serve, spk
 
 app = typer.Typer(
     name="speechloop",
@@ -33,6 +33,9 @@ app.add_typer(bootstrap_app, name="bootstrap")
 app.command("rollback", help="Roll a model kind back to its previous (or a named) version.")(
     deploy.rollback
 )
+
+
+app.command("serve", help="Serve ASR and speaker verification over REST (BentoML).")(serve.serve)
 
 
 def main() -> None:
