@@ -260,8 +260,9 @@ def test_random_faults_on_every_kind_of_request(rig: Rig, s3_server: S3Server, s
     versions are published, promoted and rolled back: each operation reports what it
     did, and the registry is sound after every one (6 retries: no request fails 7 times)."""
     rng = random.Random(seed)
-    for action in ("refuse", "reset", "drop_reply"):
-        rig.proxy.add_rule(lambda _r: rng.random() < 0.05, action, times=None)  # type: ignore[arg-type]
+    actions: tuple[Action, ...] = ("refuse", "reset", "drop_reply")
+    for action in actions:
+        rig.proxy.add_rule(lambda _r: rng.random() < 0.05, action, times=None)
     settings = proxied_settings(s3_server, rig.proxy, store_retries=6)
     reg = ModelRegistry(proxied_store(settings), rig.reg.bucket)
     done: list[tuple[str, str]] = []
