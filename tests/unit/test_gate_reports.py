@@ -66,3 +66,53 @@ def test_speaker_report_carries_both_speakers(tmp_path):
     assert report.summary()["eer"] == 0.0
     with pytest.raises(InvalidInput, match="2 scores for 3 trials"):
         build_spk_report("s1", SpkEvalSet(rows, trials), [0.1, 0.2])
+
+
+def test_asr_report_of_the_seed_keeps_the_aggregates(tmp_path):
+    """On the seed model, the report's summary equals the aggregate evaluation: CER with
+    the shared list ("all" mode), CER without hotwords ("none"), recall with the list."""
+    import shutil
+
+    import soundfile as sf
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from speechloop.asr.bootstrap import SEED_DIR
+    from speechloop.asr.evaluation import evaluate_report, evaluate_rows, transcriber_decoder
+    from speechloop.asr.inference import Transcriber
+    from speechloop.asr.model import load_from_dir
+    from speechloop.data.synth.render import synthesize
+    from speechloop.data.types import AsrRow
+
+    rows = []
+    for i, (text, hws) in enumerate(zip(REFS, LISTED, strict=True)):
+        wave = synthesize("espeak", "en-us", "m3", text, 1.0, 0.0)
+        sf.write(tmp_path / f"{i}.wav", wave, 16000)
+        rows.append(AsrRow(f"r{i}", tmp_path / f"{i}.wav", text, len(wave) / 16000, tuple(hws)))
+    transcriber = Transcriber(load_from_dir(SEED_DIR))
+    report = evaluate_report(transcriber_decoder(transcriber), rows, version="seed")
+    old = evaluate_rows(transcriber, rows, modes=("none", "all"))
+    summary = report.summary()
+    assert report.hotword_list == ("alice smith", "bob jones") and report.ids == ("r0", "r1", "r2")
+    assert summary["cer"] == pytest.approx(old["all"]["cer"])
+    assert summary["cer_plain"] == pytest.approx(old["none"]["cer"])
+    assert summary["hotword_recall"] == pytest.approx(old["all"]["hotword_recall"])
+    assert summary["hotword_recall_plain"] == pytest.approx(old["none"]["hotword_recall"])
+
+
+def test_speaker_report_of_the_seed_matches_its_metrics(tmp_path):
+    """On the seed embedder, the report's EER/minDCF equal the evaluation's."""
+    from speechloop.speaker.embed import make_embedder
+    from speechloop.speaker.evaluate import evaluate_embedder, evaluate_report
+    from speechloop.speaker.finetune.trainer import all_pairs_trials
+    from tests.unit.spk_support import tiny_spk_corpus
+
+    rows = tiny_spk_corpus(tmp_path, per_batch=16).train
+    data = SpkEvalSet(rows, all_pairs_trials(rows))
+    embedder = make_embedder(device="cpu")
+    report = evaluate_report(embedder, data)
+    metrics = evaluate_embedder(embedder, data).metrics
+    assert report.version == embedder.version
+    assert report.summary()["eer"] == pytest.approx(metrics.eer)
+    assert report.summary()["min_dcf"] == pytest.approx(metrics.min_dcf)
+    assert report.summary()["speakers"] == len({r.speaker for r in rows})
