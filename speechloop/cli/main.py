@@ -17,7 +17,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(data.app, name="data", help="Generate, ingest and inspect labelled audio.")
-app.add_typer(models.app, name="models", help="The model registry: list, show, promote, roll back.")
+app.add_typer(
+    models.app,
+    name="models",
+    help="Model registry: list, show, promote, roll back, verify, repair.",
+)
 app.add_typer(asr.app, name="asr", help="Hotword ASR (SeACo-Paraformer).")
 app.add_typer(spk.app, name="spk", help="Speaker verification (ERes2NetV2).")
 app.add_typer(deploy.app, name="deploy", help="What serves: status, redeploy, roll back.")

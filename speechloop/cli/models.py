@@ -171,8 +171,10 @@ def verify(
         str | None, typer.Option("--version", help="re-hash only this version (needs KIND)")
     ] = None,
 ) -> None:
-    """Re-hash versions, check aliases, the previous mirror and the history; exit 1 on
-    any problem."""
+    """Re-hash versions; check aliases, the previous mirror and history (exit 1 if bad).
+
+    One line per problem, with what `models repair` would do about it.
+    """
     from speechloop.registry import check
 
     problems = 0
@@ -198,8 +200,11 @@ def repair(
         ),
     ] = False,
 ) -> None:
-    """Fix what a crash or a lost reply left (previous mirror, missing history line,
-    interrupted local writes); say what needs a person; exit 1 if anything is left."""
+    """Fix what a crash or lost reply left; list what needs a person (exit 1 if any).
+
+    Rewrites the previous mirror, appends a missing history line, settles interrupted
+    local writes; never moves an alias or touches a version with a manifest.
+    """
     from speechloop.registry import check
 
     left = 0
