@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from speechloop.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -56,7 +58,6 @@ class RetrainConfig:
     gate: GateConfig | None = None
     reason: str = "retraining on new labelled batches"
     lease_ttl_s: float = 6 * 3600.0
-    progress: bool = False
 
     def __post_init__(self) -> None:
         if self.min_batches < 1:
@@ -74,7 +75,7 @@ class RetrainConfig:
         """The speaker fine-tuning config: ``spk`` or the trainer's fine-tuning defaults."""
         from speechloop.speaker.finetune.config import finetune_config
 
-        return self.spk or finetune_config(progress=self.progress)
+        return self.spk or finetune_config(progress=False)  # bars come from the run's callbacks
 
     def with_changes(self, **changes: Any) -> RetrainConfig:
         """A copy with ``changes`` (checked like a new config)."""
@@ -92,8 +93,8 @@ class RetrainConfig:
 
         asr = replace(FinetuneConfig.two_stage(epochs=epochs, lr=5e-4, hotword_lr_factor=1.0),
                       num_threads=2)  # fmt: skip
-        spk = finetune_config(epochs=epochs, lr=1e-3, warmup_epochs=0.2, margin_warmup_epochs=0.5,
-                              progress=False, threads=2)  # fmt: skip
+        spk = finetune_config(epochs=epochs, lr=3e-4, warmup_epochs=0.2, margin_warmup_epochs=0.5,
+                              progress=False, threads=1)  # fmt: skip
         base = cls(asr=asr, spk=spk, replay=ReplayConfig(rows=replay_rows, batches=5))
         return replace(base, **changes)
 
@@ -120,3 +121,51 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "__dataclass_fields__"):
         return asdict(value)
     return repr(value)
+
+
+class RetrainOptions(BaseModel):
+    """The knobs a person sets on a run (CLI options, flow parameters), JSON-friendly.
+
+    :meth:`to_config` turns them into a :class:`RetrainConfig`; the CLI and the flows
+    share this so that ``speechloop retrain`` and ``prefect deployment run`` mean the same.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    small: bool = Field(default=False, description="a short CPU run (tests, demo)")
+    epochs: int | None = Field(default=None, ge=1, description="epochs (per ASR stage)")
+    replay_rows: int | None = Field(default=None, ge=0, description="earlier rows replayed")
+    eval_set: str = Field(default="golden", description="golden set both models are scored on")
+    min_batches: int = Field(default=1, ge=1, description="fewer new batches: no new data")
+    margin: float | None = Field(default=None, ge=0, description="gate margin (both kinds)")
+    confidence: float | None = Field(default=None, gt=0.5, lt=1, description="gate CI level")
+    reason: str | None = Field(default=None, description="why (goes to the history)")
+
+    def to_config(self) -> RetrainConfig:
+        """The run's :class:`RetrainConfig`."""
+        config = RetrainConfig.small(epochs=self.epochs or 2) if self.small else RetrainConfig()
+        if self.epochs is not None and not self.small:
+            from speechloop.asr.finetune.config import FinetuneConfig
+            from speechloop.speaker.finetune.config import finetune_config
+
+            asr = FinetuneConfig.two_stage(epochs=self.epochs)
+            config = replace(config, asr=asr, spk=finetune_config(epochs=self.epochs))
+        if self.replay_rows is not None:
+            config = replace(config, replay=replace(config.replay, rows=self.replay_rows))
+        gate = self._gate()
+        if gate is not None:
+            config = replace(config, gate=gate)
+        config = replace(config, eval_set=self.eval_set, min_batches=self.min_batches)
+        return replace(config, reason=self.reason) if self.reason else config
+
+    def _gate(self) -> GateConfig | None:
+        if self.margin is None and self.confidence is None:
+            return None
+        from speechloop.gating import GateConfig
+
+        changes: dict[str, float] = {}
+        if self.margin is not None:
+            changes |= {"asr_min_gain": self.margin, "spk_min_gain": self.margin}
+        if self.confidence is not None:
+            changes["confidence"] = self.confidence
+        return GateConfig.model_validate(changes)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from speechloop.gating import GateDecision
+    from speechloop.training.callbacks import TrainingCallback
 
 log = logging.getLogger("speechloop.loop")
 T = TypeVar("T")
@@ -35,6 +36,12 @@ class RunHooks:
     def epoch(self, kind: str, record: dict[str, Any]) -> None:
         """A training epoch ended (``record``: the trainer's epoch figures)."""
         log.info("%s epoch %s", kind, record)
+
+    def callbacks(self, kind: str) -> list[TrainingCallback]:
+        """The trainers' callbacks (default: :meth:`epoch` at the end of every epoch)."""
+        from speechloop.training.callbacks import EpochFunction
+
+        return [EpochFunction(lambda record: self.epoch(kind, record))]
 
     def decision(self, kind: str, decision: GateDecision) -> dict[str, Any]:
         """The gate decided; returns links to store with the decision (e.g. an artifact)."""

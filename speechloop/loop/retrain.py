@@ -83,7 +83,7 @@ class RunPlan:
              self.config.to_dict()], sort_keys=True, default=str,
         )  # fmt: skip
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return self.run_dir.parent / "train" / digest
+        return self.run_dir.parent / f"{self.kind}-train-{digest}"
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def plan_run(
     check_kind(kind)
     run_id = run_id or new_run_id()
     settings = ctx.settings
-    run_dir = Path(settings.work_dir) / "runs" / kind / run_id
+    run_dir = ctx.layout.run_dir(f"{kind}-{run_id}")
     ingestor = _ingestor(ctx, kind)
     empty = RunPlan(kind, run_id, "", config, IngestResult(run_id, kind, False),
                     TrainingSet([]), run_dir)  # fmt: skip
@@ -197,7 +197,7 @@ def _train_asr(plan: RunPlan, hooks: RunHooks, out: Path) -> None:
     loaded = load_from_dir(plan.parent.directory, version=plan.parent.version)
     result = finetune_model(
         loaded, plan.training.rows, plan.config.asr_config(), work_dir=plan.train_dir,
-        on_epoch=lambda record: hooks.epoch("asr", record), progress=plan.config.progress,
+        progress=False, callbacks=hooks.callbacks("asr"),
     )  # fmt: skip
     save_to_dir(result.loaded, out)
     (out / "finetune.json").write_text(json.dumps(result.summary(), indent=1) + "\n")
@@ -213,9 +213,7 @@ def _train_spk(plan: RunPlan, hooks: RunHooks, out: Path) -> None:
     train, valid = split_rows(plan.training.rows)
     trainer = Trainer(model, train, ValidSet(rows=valid, trials=all_pairs_trials(valid)),
                       plan.train_dir, plan.config.spk_config())  # fmt: skip
-    result = trainer.fit(
-        resume=True, on_epoch_end=lambda rec: hooks.epoch("spk", dataclasses.asdict(rec))
-    )
+    result = trainer.fit(resume=True, callbacks=hooks.callbacks("spk"))
     shutil.copytree(result.best_dir, out)
 
 
