@@ -9,8 +9,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from speechloop.errors import InvalidInput
+from speechloop.storage.endpoint import parse_endpoint
 
 
 class Settings(BaseSettings):
@@ -23,7 +26,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPEECHLOOP_", env_file=".env", extra="ignore")
 
     store: str = Field(default="file://./.speechloop/store", description="object store URL")
-    s3_endpoint: str = Field(default="127.0.0.1:9000", description="host:port of the S3 server")
+    s3_endpoint: str = Field(
+        default="127.0.0.1:9000",
+        description="host:port of the S3 server, or http(s)://host:port (sets s3_secure)",
+    )
     s3_secure: bool = Field(default=False, description="use HTTPS for the S3 endpoint")
     s3_region: str | None = Field(default=None, description="S3 region, if the server needs one")
     s3_access_key: SecretStr = Field(default=SecretStr("minioadmin"))
@@ -33,6 +39,15 @@ class Settings(BaseSettings):
     work_dir: Path = Field(default=Path(".speechloop/work"), description="local scratch and caches")
     store_retries: int = Field(default=4, ge=0, description="retries on transient store faults")
     store_backoff_s: float = Field(default=0.2, gt=0, description="first back-off delay")
+    store_connect_timeout_s: float = Field(
+        default=3.0, gt=0, description="S3: seconds to wait for a TCP connection"
+    )
+    store_read_timeout_s: float = Field(
+        default=10.0, gt=0, description="S3: seconds to wait for each reply or chunk of one"
+    )
+    store_retry_budget_s: float = Field(
+        default=20.0, gt=0, description="S3: no retry starts later than this after the first try"
+    )
     min_audio_s: float = Field(default=0.3, gt=0)
     max_audio_s: float = Field(default=30.0, gt=0)
     asr_version: str | None = Field(
@@ -56,8 +71,41 @@ class Settings(BaseSettings):
         default="embedded", description="how model versions are made to serve (speechloop.deploy)"
     )
 
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _endpoint_is_host_port(cls, value: str) -> str:
+        parse_endpoint(value)  # ValueError naming the problem
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _endpoint_scheme_sets_secure(self) -> Settings:
+        """``http(s)://host:port`` becomes ``host:port`` with ``s3_secure`` from the scheme."""
+        host_port, secure = parse_endpoint(self.s3_endpoint)
+        if secure is not None:
+            if "s3_secure" in self.model_fields_set and self.s3_secure != secure:
+                raise ValueError(
+                    f"SPEECHLOOP_S3_ENDPOINT={self.s3_endpoint!r} says "
+                    f"{'https' if secure else 'http'} but SPEECHLOOP_S3_SECURE={self.s3_secure}"
+                )
+            self.s3_secure = secure
+        self.s3_endpoint = host_port
+        return self
+
+
+def settings_error(exc: ValidationError) -> InvalidInput:
+    """One line naming every bad ``SPEECHLOOP_*`` setting of a failed validation."""
+    problems = []
+    for error in exc.errors():
+        name = "SPEECHLOOP_" + "_".join(str(part) for part in error["loc"]).upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(message if message.startswith("SPEECHLOOP_") else f"{name}: {message}")
+    return InvalidInput("invalid settings: " + "; ".join(problems))
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once on first use."""
-    return Settings()
+    """The process-wide settings, read once on first use (InvalidInput if one is bad)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise settings_error(exc) from None

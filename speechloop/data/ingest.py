@@ -17,7 +17,8 @@ The consumer commits (:meth:`Ingestor.commit`) once its work has succeeded. A cr
 any point leaves the batch uncommitted, and the next run yields the same rows once.
 Bad rows are quarantined, never dropped: ``rows_in == good + quarantined`` per batch.
 Store faults other than a missing or corrupt audio object abort the run (a transient
-outage must not quarantine good rows).
+outage must not quarantine good rows); rows not yet started are skipped then, so a dead
+store costs one store time-out, not one per row.
 """
 
 from __future__ import annotations
@@ -278,15 +279,23 @@ def _validate_batch(
         shutil.rmtree(out_dir, ignore_errors=True)
         (out_dir / "audio").mkdir(parents=True)
     rows_in, fields_ok, bad = parse_manifest(data, kind, label)
-    results = pool.map(
-        lambda row: _materialise_row(store, bucket, prefix, kind, label, row, out_dir, settings),
-        fields_ok,
-    )
+    failed: list[BaseException] = []
+
+    def one_row(row: ManifestRow) -> Row | QuarantinedRow | None:
+        """Materialise a row unless an earlier row's store fault already doomed the batch."""
+        if failed:
+            return None
+        try:
+            return _materialise_row(store, bucket, prefix, kind, label, row, out_dir, settings)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
     rows: list[Row] = []
-    for result in results:
+    for result in pool.map(one_row, fields_ok):  # raises the first fault, in row order
         if isinstance(result, QuarantinedRow):
             bad.append(result)
-        else:
+        elif result is not None:
             rows.append(result)
     bad.sort(key=lambda q: q.line)
     outcome = Materialised(label, sha, rows_in, rows, bad)

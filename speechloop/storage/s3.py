@@ -17,10 +17,15 @@
   conditional writes can both pass there; the test fixture runs moto single-threaded.
   A conditional put whose response was lost and is retried may report Conflict for
   its own earlier write: callers (the registry) re-read and decide.
-- Retries: connection errors, 5xx and SlowDown are retried with exponential back-off
-  (``retries``, ``backoff_s``); 4xx are not. The SDK's own urllib3 retries are off, so
-  the policy lives in one place. After the last attempt an unreachable endpoint raises
-  StoreUnavailable naming the endpoint.
+- Timeouts and retries: every request waits at most ``connect_timeout_s`` for a
+  connection and ``read_timeout_s`` for each reply (or chunk of one). Connection errors,
+  timeouts, 5xx and SlowDown are retried with exponential back-off (``retries``,
+  ``backoff_s``), and no retry starts once ``retry_budget_s`` has passed; 4xx are not
+  retried. The SDK's own urllib3 retries are off, so the policy lives in one place.
+  With the defaults (settings ``store_*``) a refused connection fails in about 3 s and
+  a stalled server in about 20 s (figures: ``docs/operations.md``). The failure is one
+  StoreUnavailable (or StoreError) naming the endpoint, the operation, the reason and
+  the attempts; the retries themselves are logged at debug level only.
 - ``list`` returns sha256 only where the server includes user metadata in listings
   (MinIO does, with ``metadata=true``); elsewhere it is "" and ``stat`` has it.
 """
@@ -50,7 +55,7 @@ from speechloop.errors import (
 )
 from speechloop.storage.base import ObjectInfo, ObjectStore
 from speechloop.storage.keys import validate_key
-from speechloop.storage.retry import call_with_retries
+from speechloop.storage.retry import RetriesExhausted, call_with_retries
 
 if TYPE_CHECKING:
     from speechloop.config import Settings
@@ -93,12 +98,16 @@ class MinioStore(ObjectStore):
         region: str | None = None,
         retries: int = 4,
         backoff_s: float = 0.2,
-        connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 120.0,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 10.0,
+        retry_budget_s: float | None = 20.0,
     ) -> None:
         self.endpoint = endpoint
         self.retries = retries
         self.backoff_s = backoff_s
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.retry_budget_s = retry_budget_s
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
             retries=False,
@@ -115,7 +124,8 @@ class MinioStore(ObjectStore):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MinioStore:
-        """A store on ``settings.s3_endpoint`` with the configured credentials and retries."""
+        """A store on ``settings.s3_endpoint`` with the configured credentials, timeouts
+        and retries."""
         return cls(
             settings.s3_endpoint,
             access_key=settings.s3_access_key,
@@ -124,6 +134,9 @@ class MinioStore(ObjectStore):
             region=settings.s3_region,
             retries=settings.store_retries,
             backoff_s=settings.store_backoff_s,
+            connect_timeout_s=settings.store_connect_timeout_s,
+            read_timeout_s=settings.store_read_timeout_s,
+            retry_budget_s=settings.store_retry_budget_s,
         )
 
     def __repr__(self) -> str:
@@ -133,23 +146,46 @@ class MinioStore(ObjectStore):
 
     def _call(self, func: Callable[[], T], what: str, bucket: str, key: str | None = None) -> T:
         """Run one SDK operation with retries and translate its errors into ours."""
+        where = f"{what} {bucket}/{key}" if key else f"{what} {bucket}"
         try:
             return call_with_retries(
                 func,
                 retries=self.retries,
                 backoff_s=self.backoff_s,
                 is_transient=is_transient,
-                what=f"{what} {bucket}/{key or ''} at {self.endpoint}",
+                what=f"{where} at {self.endpoint}",
+                budget_s=self.retry_budget_s,
             )
-        except urllib3.exceptions.HTTPError as exc:
-            raise StoreUnavailable(
-                f"object store at {self.endpoint} unreachable after {self.retries + 1} "
-                f"attempts ({what} {bucket}/{key or ''}): {exc}"
-            ) from exc
+        except RetriesExhausted as exc:
+            tries = f"{where}, {exc.attempts} attempts in {exc.elapsed_s:.1f} s"
+            if isinstance(exc.last, urllib3.exceptions.HTTPError):
+                raise StoreUnavailable(
+                    f"object store at {self.endpoint} unreachable: {self._reason(exc.last)} "
+                    f"({tries})"
+                ) from exc.last
+            if isinstance(exc.last, S3Error):
+                code = f"{exc.last.code} {exc.last.message}"
+            else:
+                code = str(exc.last)
+            raise StoreError(
+                f"object store at {self.endpoint} failed: {code} ({tries})"
+            ) from exc.last
         except (ServerError, InvalidResponseError) as exc:
-            raise StoreError(f"object store at {self.endpoint} failed {what}: {exc}") from exc
+            raise StoreError(f"object store at {self.endpoint} failed {where}: {exc}") from exc
         except S3Error as exc:
             raise self._translate(exc, what, bucket, key) from exc
+
+    def _reason(self, exc: urllib3.exceptions.HTTPError) -> str:
+        """A few words on why a request got no answer (no object reprs, no URL)."""
+        if isinstance(exc, urllib3.exceptions.NewConnectionError):
+            return str(exc).rsplit("new connection: ", 1)[-1]
+        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+            return f"no connection within {self.connect_timeout_s:g} s"
+        if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+            return f"no reply within {self.read_timeout_s:g} s"
+        if isinstance(exc, urllib3.exceptions.ProtocolError) and len(exc.args) > 1:
+            return f"connection broken ({exc.args[1]})"
+        return f"{type(exc).__name__}: {exc}"
 
     def _translate(self, exc: S3Error, what: str, bucket: str, key: str | None) -> Exception:
         where = f"{bucket}/{key}" if key else bucket
