@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -57,11 +58,20 @@ def weights_sha256(model_dir: Path) -> str:
 
 
 def export_graphs(kind: str, model_dir: Path, out_dir: Path) -> dict[str, Any]:
-    """Export ``model_dir``'s ONNX graphs into ``out_dir`` and smoke-run them there.
-
-    Returns the export record written to ``out_dir/export.json``.
-    """
+    """Export ``model_dir``'s ONNX graphs into ``out_dir``; the export record, also
+    written to ``out_dir/export.json``. Weights that do not load: ModelUnavailable."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        record = _export(kind, model_dir, out_dir)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as exc:
+        # what torch raises on weights it cannot read or that do not fit the model
+        raise ModelUnavailable(f"{model_dir}/model.pt cannot be loaded for export: {exc}") from exc
+    (out_dir / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return record
+
+
+def _export(kind: str, model_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Export the graphs of ``kind`` into ``out_dir``; the export record."""
     if kind == "asr":
         from speechloop.asr.model import load_from_dir
         from speechloop.asr.onnx_export import EXPORT_REVISION, export_onnx
@@ -79,14 +89,12 @@ def export_graphs(kind: str, model_dir: Path, out_dir: Path) -> dict[str, Any]:
         revision, files = OPSET, ["model.onnx"]
     else:
         raise InvalidInput(f"unknown model kind {kind!r}: expected asr or spk")
-    record = {
+    return {
         "kind": kind,
         "export_revision": revision,
         "weights_sha256": weights_sha256(model_dir),
         "files": files,
     }
-    (out_dir / EXPORT_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    return record
 
 
 def smoke_run(kind: str, version_dir: Path) -> None:
