@@ -143,7 +143,7 @@ def test_duplicate_hotwords_are_reported(server: Server, realaudio: Path) -> Non
                 ("audio", _file(realaudio, CLIP)),
                 ("hotwords", (None, "drofator")),
                 ("hotwords", (None, "Drofator")),
-            ],  # fmt: skip
+            ],
         )
     assert resp.status_code == 200, resp.text
     assert resp.json()["hotwords_ignored"] == ["Drofator"]
@@ -263,10 +263,8 @@ def test_openai_client_sees_errors(server: Server, realaudio: Path) -> None:
 
     client = openai.OpenAI(api_key=KEYS[0], base_url=f"{server.url}/v1", max_retries=0)
     with pytest.raises(openai.BadRequestError, match="response_format"):
-        client.audio.transcriptions.create(
-            model="x",
-            file=(CLIP, (realaudio / CLIP).read_bytes()),
-            response_format="xml",  # type: ignore[arg-type]
+        client.audio.transcriptions.create(  # type: ignore[call-overload]
+            model="x", file=(CLIP, (realaudio / CLIP).read_bytes()), response_format="xml"
         )
     bad = openai.OpenAI(api_key="not-a-key", base_url=f"{server.url}/v1", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
