@@ -52,6 +52,7 @@ from service.schemas import (
     VerifyRequest,
     VerifyResponse,
 )
+from service.ui import mount_ui
 from service.uploads import AudioLimits, decode_upload, to_pcm
 from speechloop.audio import Audio
 from speechloop.errors import InvalidInput, SpeechloopError
@@ -194,6 +195,7 @@ def make_api() -> FastAPI:
             gateway_torch_imported="torch" in sys.modules,
         )
 
+    mount_ui(api)  # GET /ui: the public static try-it page (service/ui); its /v1 calls send a key
     return api
 
 
