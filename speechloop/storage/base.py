@@ -4,8 +4,12 @@ Contract (checked by ``tests/integration/test_store_contract.py`` on every backe
 
 - ``put_*`` is atomic: a reader sees the whole new object or the old one (or none),
   never a partially written object under its final name.
-- Every object carries the sha256 of its bytes (metadata ``sha256``); ``get_*``
-  recomputes it and raises :class:`~speechloop.errors.IntegrityError` on a mismatch.
+- Every object written through this interface carries the sha256 of its bytes
+  (metadata ``sha256``); ``get_*`` recomputes it and raises
+  :class:`~speechloop.errors.IntegrityError` on a mismatch. Objects put by other S3
+  tools carry none (``stat`` reports ``sha256=""``) and are checked against what the
+  server offers (a single-part MD5 etag); callers that need their hash compute it from
+  the bytes (the ingestion ledger does).
 - ``list`` yields objects under a prefix in lexicographic key order, optionally
   starting after a key.
 - Conditional writes (``if_none_match`` / ``if_match``) give compare-and-swap, which

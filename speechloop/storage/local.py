@@ -4,13 +4,12 @@ Layout under ``root``::
 
     <root>/<bucket>/<key>                 the object's bytes (what a user browses)
     <root>/.meta/<bucket>/<key>.json      {"sha256", "size", "etag"}: the checksum record
-    <root>/.tmp/<writer>/                 one staging directory per writing process
-    <root>/.tmp/<writer>.lock             held (flock) by that process while it lives
+    <root>/.tmp/<uuid>.part|.json         staging files, each flock-ed by its writer
     <root>/.locks/<bucket>.lock           fcntl lock serialising commits to a bucket
 
 Why it is built this way:
 
-- Atomicity: bytes are staged in the writer's directory under ``.tmp``, fsynced, then
+- Atomicity: bytes are staged in a file under ``.tmp``, fsynced, then
   moved into place with ``os.replace``, so a reader never sees a partial object under
   its final name, and a failed upload leaves nothing behind. Staging lives outside the
   bucket directory, so ``list`` never shows a temporary file.
@@ -26,12 +25,14 @@ Why it is built this way:
   names, so the object reads as the old or the new generation, never as corrupt. The
   next commit or ``stat`` of the key settles such a record (hashing the bytes to see
   which generation won); :meth:`LocalStore.recover` settles every one in a bucket and
-  removes records left without bytes.
-- Temp files: each writing process stages in its own ``.tmp/<writer>/`` and holds an
-  ``flock`` on ``.tmp/<writer>.lock`` until it exits; the kernel drops the lock when the
-  process dies. The first store opened on a root in a process removes the staging
-  directories whose lock is free (their writer is gone) and loose files older than an
-  hour, and never touches a live writer's files.
+  removes records left without bytes. Bytes matching no generation (changed by hand,
+  or torn by a speechloop before this scheme) stay an IntegrityError, reported by
+  ``recover``/``verify_objects``; an unconditional put over them repairs the key.
+- Temp files: a writer holds an ``flock`` on each staging file from its creation to its
+  rename; the kernel drops the lock when the process dies. The first store opened on a
+  root in a process (and ``recover``) removes staging files older than a minute whose
+  lock is free: a killed writer's leftovers, never a live (or stopped) writer's file,
+  in this process or another.
 - Concurrency: every commit (the three steps, delete) holds an exclusive ``flock`` on
   the bucket's lock file, and the conditional check runs inside it, so
   ``if_none_match``/``if_match`` are compare-and-swap across threads and processes.
@@ -240,7 +241,8 @@ class LocalStore(ObjectStore):
                 f"object {bucket}/{key} is corrupt: sha256 {sha} matches neither generation "
                 "its interrupted write recorded"
             )
-        self._write_record(meta, settled, durable=False)
+        with contextlib.suppress(OSError):  # a read-only store still reads correctly
+            self._write_record(meta, settled, durable=False)
         return settled
 
     # -- staging and committing ------------------------------------------------------
@@ -493,7 +495,8 @@ class LocalStore(ObjectStore):
     def recover(self, bucket: str, prefix: str = "") -> RecoveryReport:
         """Settle every interrupted write under ``prefix`` and drop records without bytes.
 
-        Also removes the staging files of writers that are gone. Reads only the checksum
+        Also removes the staging files of writers that are gone (files older than a
+        minute whose lock no process holds). Reads only the checksum
         records; hashes only the bytes of interrupted writes. Objects whose bytes match
         no generation of their record are reported in ``unfixable`` (rewrite them with an
         unconditional put, or delete them).
