@@ -9,9 +9,10 @@ a ``kubernetes.io/change-cause`` annotation. So:
   ``kubectl rollout status`` does, and on failure (progress deadline or our timeout)
   undoes it, puts the registry alias back on what still serves, and raises
   :class:`~speechloop.deploy.model.RolloutFailed`;
-- :meth:`~KubernetesDeployer.rollback` is ``kubectl rollout undo`` (the previous
-  ReplicaSet's template minus ``pod-template-hash``), then moves the registry alias to
-  the version that now runs;
+- :meth:`~KubernetesDeployer.rollback` is ``kubectl rollout undo`` (an earlier
+  ReplicaSet's template minus ``pod-template-hash``: the newest one serving another model
+  version, so a ``kubectl rollout restart`` in between does not count), then moves the
+  registry alias to the version that now runs;
 - :meth:`~KubernetesDeployer.status` reports what each Deployment runs, its revision
   history, and drift from the registry alias (e.g. after a hand-made
   ``kubectl rollout undo``).
@@ -184,7 +185,8 @@ class KubernetesDeployer:
         )
 
     def rollback(self, kind: str, to: str | None = None, *, reason: str) -> DeployOutcome:
-        """``kubectl rollout undo`` (to the previous revision, or the newest serving ``to``).
+        """``kubectl rollout undo`` to the newest earlier revision serving another version
+        (or the newest revision serving ``to``).
 
         With ``to`` that no revision of the Deployment served, the template is patched
         to it as a redeploy would. Then the registry alias moves to what now runs.
@@ -270,10 +272,11 @@ class KubernetesDeployer:
     def _rollback_target(self, kind: str, dep: Obj, sets: list[Obj], to: str | None) -> Obj | None:
         env = VERSION_ENV[kind]
         if to is None:
-            previous = rollout.previous_replicaset(dep, sets)
+            previous = rollout.previous_model_replicaset(dep, sets, env)
             if previous is None:
                 raise NotFound(
-                    f"deployment/{self.deployments[kind]} has no previous revision to roll back to"
+                    f"deployment/{self.deployments[kind]} has no earlier revision serving "
+                    f"another {kind} version to roll back to"
                 )
             return previous
         serving_to = [

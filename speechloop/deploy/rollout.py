@@ -128,10 +128,21 @@ def history(deployment: Obj, replicasets: list[Obj], env_name: str) -> list[Revi
     ]
 
 
-def previous_replicaset(deployment: Obj, replicasets: list[Obj]) -> Obj | None:
-    """The ReplicaSet of the second-newest revision (``rollout undo`` with no revision)."""
-    mine = [rs for rs in owned(deployment, replicasets) if revision_of(rs) > 0]
-    return mine[-2] if len(mine) >= 2 else None
+def previous_model_replicaset(deployment: Obj, replicasets: list[Obj], env_name: str) -> Obj | None:
+    """The newest earlier revision that served another model version.
+
+    ``kubectl rollout undo`` takes the second-newest revision whatever it holds; after a
+    ``kubectl rollout restart`` (or a resource change) that revision serves the same
+    model, so a model rollback skips revisions whose version is the current one or none.
+    """
+    current = revision_of(deployment)
+    serving = template_version(deployment, env_name)
+    earlier = [
+        rs
+        for rs in owned(deployment, replicasets)
+        if 0 < revision_of(rs) < current and template_version(rs, env_name) not in (None, serving)
+    ]
+    return earlier[-1] if earlier else None
 
 
 def current_replicaset(deployment: Obj, replicasets: list[Obj]) -> Obj | None:

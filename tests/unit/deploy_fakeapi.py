@@ -400,3 +400,17 @@ def kubectl_rollout_undo(base: str, namespace: str, name: str, to_revision: int 
         {"op": "replace", "path": "/metadata/annotations", "value": annotations},
     ]
     _http("PATCH", f"{prefix}/deployments/{name}", ops, "application/json-patch+json")
+
+
+def kubectl_rollout_restart(base: str, namespace: str, name: str, stamp: str) -> None:
+    """``kubectl rollout restart deployment/<name>``: a new pod-template annotation.
+
+    kubectl sends it as a strategic merge patch; this fake takes JSON patches only, so
+    the same change goes as one (the resulting template is the same).
+    """
+    prefix = f"{base}/apis/apps/v1/namespaces/{namespace}"
+    dep = _http("GET", f"{prefix}/deployments/{name}")
+    annotations = dict(dep["spec"]["template"]["metadata"].get("annotations") or {})
+    annotations["kubectl.kubernetes.io/restartedAt"] = stamp
+    ops = [{"op": "add", "path": "/spec/template/metadata/annotations", "value": annotations}]
+    _http("PATCH", f"{prefix}/deployments/{name}", ops, "application/json-patch+json")

@@ -19,7 +19,13 @@ from speechloop.deploy.kubernetes import ClusterUnavailable, KubernetesDeployer
 from speechloop.errors import Conflict, NotFound
 from speechloop.registry import ModelRegistry
 from speechloop.storage.local import LocalStore
-from tests.unit.deploy_fakeapi import FakeCluster, kubectl_rollout_undo, make_deployment, serve
+from tests.unit.deploy_fakeapi import (
+    FakeCluster,
+    kubectl_rollout_restart,
+    kubectl_rollout_undo,
+    make_deployment,
+    serve,
+)
 
 NS = "speechloop"
 ASR_ENV = "SPEECHLOOP_ASR_VERSION"
@@ -172,6 +178,25 @@ def test_rollback_to_previous_revision_moves_alias(
     assert reg.history("asr")[-1]["action"] == "rollback"
     status = {s.kind: s for s in deployer.status()}["asr"]
     assert [(r.revision, r.version) for r in status.history] == [(2, "v2"), (3, "v1")]
+
+
+def test_rollback_skips_restarts_of_the_same_version(
+    reg: ModelRegistry, cluster: FakeCluster, base: str
+) -> None:
+    """After `kubectl rollout restart` (a revision with the same model), rollback still
+    goes back to the previous model version, not to the pre-restart copy of this one."""
+    deployer = deployer_for(reg, base)
+    deployer.redeploy("asr", "v2", reason="r2")
+    kubectl_rollout_restart(base, NS, "speechloop-asr", "2026-12-01T05:00:00Z")
+    for _ in range(3):
+        cluster.get_deployment((NS, "speechloop-asr"))
+    history = {s.kind: s for s in deployer.status()}["asr"].history
+    assert [(r.revision, r.version) for r in history] == [(1, "v1"), (2, "v2"), (3, "v2")]
+    outcome = deployer.rollback("asr", reason="v2 regressed")
+    assert (outcome.version, outcome.previous, outcome.revision) == ("v1", "v2", 4)
+    assert cluster.serving(NS, "speechloop-asr", ASR_ENV) == "v1" and alias(reg) == "v1"
+    with pytest.raises(NotFound, match="no earlier revision serving another spk version"):
+        deployer_for(reg, base).rollback("spk", reason="nothing before s1")
 
 
 def test_rollback_to_named_version(reg: ModelRegistry, cluster: FakeCluster, base: str) -> None:
