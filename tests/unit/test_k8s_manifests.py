@@ -407,3 +407,44 @@ def test_serving_scales_and_survives_drains(target: str) -> None:
         assert hpa["scaleTargetRef"]["name"] == name
         assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
         assert services[name]["spec"]["ports"][0]["port"] == 3000
+
+
+def test_operations_doc_names_what_the_manifests_define() -> None:
+    """docs/operations.md's kubectl and speechloop commands name real objects, Secret keys
+    the pods read, and CLI commands that exist."""
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    section = doc[doc.index("## Kubernetes: deploy, redeploy, roll back") :]
+    objs = rendered("gpu")
+    names = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    short = {"deployment": "Deployment", "statefulset": "StatefulSet", "job": "Job",
+             "svc": "Service", "hpa": "HorizontalPodAutoscaler", "role": "Role",
+             "serviceaccount": "ServiceAccount", "configmap": "ConfigMap"}  # fmt: skip
+    mentioned = re.findall(r"\b(deployment|statefulset|job|svc|role|serviceaccount|configmap)/"
+                           r"([a-z0-9-]+)", section)  # fmt: skip
+    mentioned += re.findall(r"\b(hpa) ([a-z0-9-]+)", section)
+    assert len(mentioned) > 20
+    for kind, name in mentioned:
+        assert (short[kind], name) in names, f"{kind}/{name}"
+    refs = _secret_refs(objs) | _secret_refs(rendered("local"))
+    secret_names = {name for name, _ in refs}
+    for name, args in re.findall(r"create secret (?:generic|tls) ([a-z0-9-]+)(.*?)(?:\n\S|$)",
+                                 section, re.S):  # fmt: skip
+        if name == "speechloop-tls":
+            ingress = by_kind(objs, "Ingress")["speechloop"]
+            assert ingress["spec"]["tls"][0]["secretName"] == name
+            continue
+        assert name in secret_names, name
+        for key in re.findall(r"--from-(?:literal|file)=([a-z-]+)=", args):
+            assert (name, key) in refs or (name, "*") in refs, (name, key)
+    for overlay in re.findall(r"k8s/overlays/([a-z]+)", section):
+        assert overlay in OVERLAYS
+    for label in re.findall(r"-l app\.kubernetes\.io/name=([a-z-]+)", section):
+        assert label in json.dumps(pool_template(objs)) or label in json.dumps(objs)
+
+    from typer.testing import CliRunner
+
+    from speechloop.cli.main import app
+
+    for command in set(re.findall(r"^speechloop ((?:deploy )?\w+)", section, re.M)):
+        result = CliRunner().invoke(app, [*command.split(), "--help"])
+        assert result.exit_code == 0, command
