@@ -344,6 +344,27 @@ function row(table, name, value) {
   tr.insertCell().textContent = formatValue(value);
 }
 
+const HEADLINE = /^(cer|wer|acc|eer|min_?dcf|hotword_(recall|precision|f1)|threshold)$/i;
+const MAX_ROWS = 12;
+
+/** Numeric leaves of a nested metrics object, as [dotted.name, value] pairs. */
+function numericLeaves(value, prefix = "") {
+  if (typeof value === "number") {
+    return [[prefix, value]];
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    return [];
+  }
+  return Object.entries(value).flatMap(([k, v]) => numericLeaves(v, prefix ? `${prefix}.${k}` : k));
+}
+
+/** The metrics worth a row: headline names (CER, EER, hotword F1, ...) first. */
+function headlineMetrics(metrics) {
+  const leaves = numericLeaves(metrics);
+  const headline = leaves.filter(([name]) => HEADLINE.test(name.split(".").pop()));
+  return (headline.length ? headline : leaves).slice(0, MAX_ROWS);
+}
+
 function modelCard(model) {
   const card = document.createElement("article");
   card.className = "model";
@@ -359,7 +380,7 @@ function modelCard(model) {
   row(table, "loaded at", model.loaded_at);
   row(table, "pinned", model.pinned);
   row(table, "hot swaps", model.swaps);
-  for (const [name, value] of Object.entries(model.metrics || {})) {
+  for (const [name, value] of headlineMetrics(model.metrics || {})) {
     row(table, name, value);
   }
   for (const [version, why] of Object.entries(model.refused || {})) {
@@ -368,7 +389,13 @@ function modelCard(model) {
   if (model.last_error) {
     row(table, "last error", model.last_error);
   }
-  card.append(title, table);
+  const all = document.createElement("details");
+  const summary = document.createElement("summary");
+  summary.textContent = "All metrics of this version";
+  const pre = document.createElement("pre");
+  pre.textContent = JSON.stringify(model.metrics || {}, null, 2);
+  all.append(summary, pre);
+  card.append(title, table, all);
   return card;
 }
 
