@@ -14,8 +14,8 @@ socket that stands in for a dead one:
 
 For each case it times one store operation (``get_bytes``), a whole ingestion run
 (``Ingestor.run``: the ledger scan, then the batch) and the CLI (``speechloop data
-ingest`` in a subprocess, Python start-up included), and records the error line the
-CLI printed and how many lines it wrote to stderr.
+ingest`` in a subprocess, Python start-up included: ``cli_startup_s`` is ``data --help``
+alone), and records the error line the CLI printed and how many lines it wrote to stderr.
 
     .venv/bin/python -m benchmarks.bench_store_failures [--cases refused paused ...]
 
@@ -155,7 +155,7 @@ def _cli(endpoint: str, access_key: str, work: Path) -> dict[str, Any]:
     }
     start = time.monotonic()
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "speechloop"), "data", "ingest", "--kind", "asr"],
+        [sys.executable, "-m", "speechloop.cli.main", "data", "ingest", "--kind", "asr"],
         env=env,
         capture_output=True,
         text=True,
@@ -169,6 +169,18 @@ def _cli(endpoint: str, access_key: str, work: Path) -> dict[str, Any]:
         "stderr_lines": len(lines),
         "stderr": proc.stderr.strip()[:400],
     }
+
+
+def cli_startup() -> float:
+    """Seconds ``speechloop data --help`` takes: the CLI's share of the CLI figures."""
+    start = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "speechloop.cli.main", "data", "--help"],
+        capture_output=True,
+        check=True,
+        timeout=300,
+    )
+    return round(time.monotonic() - start, 2)
 
 
 def measure(endpoint: str, access_key: str, work: Path) -> dict[str, Any]:
@@ -225,6 +237,7 @@ def main() -> None:
                 "store_retry_budget_s",
             )
         },
+        "cli_startup_s": cli_startup(),
         "cases": {},
         "machine": platform.platform(),
         "python": platform.python_version(),
