@@ -74,6 +74,8 @@ OPENAI_FIELDS = {
     "chunking_strategy",
     "hotwords",
     "hotwords[]",
+    "keywords",
+    "keywords[]",
 }
 _PROMPT_SPLIT = re.compile(r"[,;\n\r]+")
 
@@ -196,7 +198,27 @@ def make_api() -> FastAPI:
         )
 
     mount_ui(api)  # GET /ui: the public static try-it page (service/ui); its /v1 calls send a key
+    _add_unknown_route(api)  # last: a JSON 404/405 for any other /v1 path
     return api
+
+
+def _add_unknown_route(api: FastAPI) -> None:
+    known = {getattr(r, "path", "") for r in api.routes}
+
+    @api.api_route(
+        "/v1/{rest:path}",
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+        include_in_schema=False,
+    )
+    async def unknown(request: Request, rest: str) -> Response:
+        """A JSON 404 (or 405 for a known route with another method) under /v1."""
+        path = f"/v1/{rest}"
+        if path in known:
+            message = f"method {request.method} is not allowed on {path}"
+            info = ErrorInfo(type="MethodNotAllowed", message=message, status=405)
+        else:
+            info = ErrorInfo(type="NotFound", message=f"route {path} not found", status=404)
+        return _error_response(info)
 
 
 def _pid() -> int:
@@ -430,7 +452,8 @@ def _add_openai_route(api: FastAPI) -> None:
         """OpenAI-compatible transcription (``openai.audio.transcriptions.create``).
 
         Hotwords come from the ``hotwords`` field (``extra_body={"hotwords": [...]}`` in
-        the openai client) and from ``prompt``.
+        the openai client), from OpenAI's ``keywords`` and from ``prompt`` (comma,
+        semicolon or newline separated).
         """
         await check_form(request, OPENAI_FIELDS, {"file"})
         if response_format not in formats.FORMATS:
@@ -440,7 +463,9 @@ def _add_openai_route(api: FastAPI) -> None:
         if stream:
             raise InvalidInput("stream=true is not supported: send stream=false")
         form = await request.form()
-        words = [str(v) for v in form.getlist("hotwords[]")] + list(hotwords)
+        words = list(hotwords) + [
+            str(v) for k in ("hotwords[]", "keywords", "keywords[]") for v in form.getlist(k)
+        ]
         words += prompt_hotwords(prompt)
         granularities = [
             str(v)

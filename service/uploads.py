@@ -8,6 +8,7 @@ duration is read from the file header first, so an hour-long recording is refuse
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from service.errors import PayloadTooLarge, Unprocessable
 from speechloop.audio import Audio, decode_audio
 from speechloop.errors import AudioError
 
+_OPENING = re.compile(r"Error opening <[^>]*>: ")
 SILENCE_PEAK = 1e-4  # -80 dBFS: digital silence, no recording of speech is this quiet
 
 
@@ -50,7 +52,10 @@ def decode_upload(raw: bytes, name: str, limits: AudioLimits) -> Audio:
         raise PayloadTooLarge(
             f"{name}: audio is {duration:.1f} s long; the limit is {limits.max_s:g} s"
         )
-    audio = decode_audio(raw, name=name, max_bytes=limits.max_bytes)
+    try:
+        audio = decode_audio(raw, name=name, max_bytes=limits.max_bytes)
+    except AudioError as exc:  # libsndfile names its in-memory file object: drop that
+        raise AudioError(_OPENING.sub("", str(exc))) from None
     if audio.duration_s > limits.max_s:
         raise PayloadTooLarge(
             f"{name}: audio is {audio.duration_s:.1f} s long; the limit is {limits.max_s:g} s"
