@@ -168,21 +168,8 @@ class KubernetesDeployer:
             )
         back_to = rollout.current_replicaset(dep, self._replicasets(dep))
         cause = f"speechloop redeploy {kind} {version}: {reason}"
-        self._patch(kind, rollout.version_patch(dep, env, version, cause))
-        done = self._wait(kind)
-        if done[0] != "complete":
-            self._fail(kind, version, before, back_to, done[1])
-        moved = self._align_alias(kind, version, reason, action="redeploy")
-        return DeployOutcome(
-            kind,
-            "redeploy",
-            version,
-            before,
-            target,
-            revision=rollout.revision_of(done[2]),
-            alias_moved=moved,
-            reason=reason,
-        )
+        ops = rollout.version_patch(dep, env, version, cause)
+        return self._roll(kind, "redeploy", version, before, back_to, ops, reason)
 
     def rollback(self, kind: str, to: str | None = None, *, reason: str) -> DeployOutcome:
         """``kubectl rollout undo`` to the newest earlier revision serving another version
@@ -191,7 +178,7 @@ class KubernetesDeployer:
         With ``to`` that no revision of the Deployment served, the template is patched
         to it as a redeploy would. Then the registry alias moves to what now runs.
         """
-        env, target = self._target(kind)
+        env, _ = self._target(kind)
         _check_reason(reason)
         dep = self._read(kind)
         sets = self._replicasets(dep)
@@ -208,21 +195,35 @@ class KubernetesDeployer:
         self.registry.show(kind, version)  # refuse a version the registry does not hold
         back_to = rollout.current_replicaset(dep, sets)
         if dest is not None:
-            self._patch(kind, rollout.undo_patch(dep, dest))
+            ops = rollout.undo_patch(dep, dest)
         else:
             cause = f"speechloop rollback {kind} {version}: {reason}"
-            self._patch(kind, rollout.version_patch(dep, env, version, cause))
-        done = self._wait(kind)
-        if done[0] != "complete":
-            self._fail(kind, version, before, back_to, done[1])
-        moved = self._align_alias(kind, version, reason, action="rollback")
+            ops = rollout.version_patch(dep, env, version, cause)
+        return self._roll(kind, "rollback", version, before, back_to, ops, reason)
+
+    def _roll(
+        self,
+        kind: str,
+        action: str,
+        version: str,
+        before: str | None,
+        back_to: Obj | None,
+        ops: list[Obj],
+        reason: str,
+    ) -> DeployOutcome:
+        """Patch, wait for the rollout, undo it if it fails, else align the alias."""
+        self._patch(kind, ops)
+        state, message, dep = self._wait(kind)
+        if state != "complete":
+            self._fail(kind, version, before, back_to, message)
+        moved = self._align_alias(kind, version, reason, action=action)
         return DeployOutcome(
             kind,
-            "rollback",
+            action,
             version,
             before,
-            target,
-            revision=rollout.revision_of(done[2]),
+            f"deployment/{self.deployments[kind]}",
+            revision=rollout.revision_of(dep),
             alias_moved=moved,
             reason=reason,
         )
