@@ -189,7 +189,7 @@ def test_commit_refuses_a_batch_changed_after_staging(store: LocalStore, tmp_pat
     ing = ingestor(store, tmp_path)
     result = ing.run()
     good_asr_batch(store, "b1", n=3)
-    with pytest.raises(Conflict, match="changed after run .* ingest it again"):
+    with pytest.raises(Conflict, match=r"changed after run .* ingest it again"):
         ing.commit(result)
     again = ing.run()
     assert len(again.rows) == 3 and not again.batches[0].reused
