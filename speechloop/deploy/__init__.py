@@ -7,6 +7,8 @@ and the CLI (``speechloop deploy ...``, ``speechloop rollback``) use only the
 :class:`Deployer` protocol.
 """
 
+from typing import Any
+
 from speechloop.deploy.embedded import EmbeddedDeployer
 from speechloop.deploy.factory import DEPLOYERS, make_deployer
 from speechloop.deploy.model import (
@@ -27,7 +29,17 @@ __all__ = [
     "Deployer",
     "DeploymentStatus",
     "EmbeddedDeployer",
+    "KubernetesDeployer",
     "RevisionInfo",
     "RolloutFailed",
     "make_deployer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``KubernetesDeployer`` on first use: the Kubernetes client loads only when asked."""
+    if name == "KubernetesDeployer":
+        from speechloop.deploy.kubernetes import KubernetesDeployer
+
+        return KubernetesDeployer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
