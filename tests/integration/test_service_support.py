@@ -87,8 +87,10 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def context(self) -> AppContext:
-        """A context on the server's store (for publishing / promoting in tests)."""
-        return build_context(settings_for(self.root))
+        """A context on the server's store (for publishing / promoting in tests), with a
+        work directory of its own (the server fetches into ``root/work``)."""
+        settings = settings_for(self.root).model_copy(update={"work_dir": self.root / "tests"})
+        return build_context(settings)
 
     def log(self) -> str:
         """The server's output so far."""
@@ -129,8 +131,12 @@ class Server:
         return {m["kind"]: m for m in body["models"]} | {"_gateway": body}
 
 
-def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str) -> Server:
-    """Copy the seeded store, start the gateway on a free port, wait for ``/readyz``."""
+def start_server(
+    tmp_path_factory: pytest.TempPathFactory, name: str, *, via_cli: bool = False, **env: str
+) -> Server:
+    """Copy the seeded store, start the gateway on a free port, wait for ``/readyz``.
+
+    ``via_cli``: start it with ``speechloop serve`` (which execs ``bentoml serve``)."""
     template = seeded_template(tmp_path_factory)
     root = tmp_path_factory.mktemp(name)
     shutil.copytree(template / "store", root / "store")
@@ -153,6 +159,9 @@ def start_server(tmp_path_factory: pytest.TempPathFactory, name: str, **env: str
     log_path = root / "server.log"
     cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:Gateway",
            "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]  # fmt: skip
+    if via_cli:
+        cmd = [sys.executable, "-m", "speechloop.cli.main", "serve",
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             cmd,
