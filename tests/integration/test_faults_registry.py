@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,38 @@ def test_random_faults_on_every_kind_of_request(rig: Rig, s3_server: S3Server, s
             assert done[-1][1] == version
         assert_registry_sound(rig.observer, done)
     assert rig.proxy.count("drop_reply") > 0 and rig.proxy.count("reset") > 0
+
+
+def test_racing_promoters_with_lost_replies_keep_history_in_order(
+    rig: Rig, s3_server: S3Server
+) -> None:
+    """Three threads, each with its own store behind the forwarder, promote two versions
+    each while one reply in eight is lost: each promotion has exactly one history line,
+    the lines chain in the order they are stored, and production is the last of them."""
+    rng = random.Random(8)
+    rig.proxy.add_rule(lambda _r: rng.random() < 0.125, "drop_reply", times=None)
+    extra = [rig.publish(10 + i) for i in range(3)]
+    versions = rig.versions[:3] + extra
+    settings = proxied_settings(s3_server, rig.proxy, store_retries=6)
+    barrier = threading.Barrier(3)
+    errors: list[Exception] = []
+
+    def promoter(mine: list[str]) -> None:
+        reg = ModelRegistry(proxied_store(settings), rig.reg.bucket)
+        barrier.wait()
+        try:
+            for version in mine:
+                assert reg.promote(KIND, version, reason="race").version == version
+        except Exception as exc:  # noqa: BLE001 - asserted empty in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=promoter, args=(versions[i::3],)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert rig.proxy.count("drop_reply") > 0
+    lines = moves(stored_history(rig.observer))
+    assert sorted(lines) == sorted(("promote", v) for v in versions)
+    assert_registry_sound(rig.observer)
