@@ -62,7 +62,7 @@ def _print_status(states: list[DeploymentStatus]) -> None:
         table.add_row(
             s.kind,
             s.target,
-            s.serving or "(unpinned: follows alias)",
+            s.serving or ("-" if s.rollout == "missing" else "(unpinned: follows alias)"),
             s.alias or "-",
             "[red]DRIFT[/red]" if s.drift else "no",
             s.rollout,
