@@ -1,0 +1,58 @@
+"""``bentoml build`` of bentofile.yaml: the bento builds offline, holds the service and
+the core, installs no torch, and carries no secret from the build environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "build-env-secret-7f3a9c"
+
+
+def test_bentoml_build(tmp_path: Path) -> None:
+    """The bento names the three services, includes service/ and speechloop/ (no seeds,
+    no tests), pins the small serving dependency set, and no file in it contains the API
+    key that was set in the build environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPEECHLOOP_")}
+    env.update(
+        BENTOML_HOME=str(tmp_path / "home"),
+        BENTOML_DO_NOT_TRACK="true",
+        SPEECHLOOP_API_KEYS=SECRET,
+        SPEECHLOOP_S3_SECRET_KEY=SECRET,
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", str(ROOT), "--output", "tag"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    bentos = list((tmp_path / "home" / "bentos" / "speechloop").glob("*/bento.yaml"))
+    assert len(bentos) == 1
+    bento = bentos[0].parent
+    meta = yaml.safe_load(bentos[0].read_text())
+    assert meta["entry_service"] == "speechloop"
+    assert {s["name"] for s in meta["services"]} == {
+        "speechloop",
+        "speechloop-asr",
+        "speechloop-spk",
+    }
+    assert meta["envs"] == []
+    src = bento / "src"
+    assert (src / "service" / "app.py").is_file() and (src / "speechloop" / "context.py").is_file()
+    assert not (src / "speechloop" / "seeds").exists() and not (src / "tests").exists()
+    lines = (bento / "env" / "python" / "requirements.txt").read_text().lower().splitlines()
+    pins = dict(ln.split("==", 1) for ln in lines if "==" in ln and not ln.startswith("#"))
+    assert pins["bentoml"] == "1.4.39" and "onnxruntime" in pins
+    assert not {"torch", "torchaudio", "funasr", "prefect"} & set(pins)
+    for path in bento.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
