@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from speechloop.asr.bootstrap import SEED_DIR, BootstrapConfig, config_dict, train_seed, write_seed
 
@@ -68,6 +68,18 @@ def corpus_dir(
     return work_root / "bootstrap-asr" / f"{preset}-{seed}-{digest[:8]}"
 
 
+if TYPE_CHECKING:
+    from speechloop.config import Settings
+
+
+def recipe_settings() -> Settings:
+    """The settings the recipe's private corpus is ingested with: the defaults, whatever
+    the environment says, so that the seed's corpus does not depend on it."""
+    from speechloop.config import Settings
+
+    return Settings.model_construct()
+
+
 def corpus_rows(
     preset: str,
     work_dir: Path,
@@ -82,7 +94,6 @@ def corpus_rows(
     into the same store, each further one into ``work_dir/head-<i>`` (batch ids may
     repeat across them). Their rows are among the train rows, in that order
     (:func:`split_head_rows` picks them)."""
-    from speechloop.config import get_settings
     from speechloop.data.ingest import Ingestor
     from speechloop.data.synth.corpus import generate_corpus
     from speechloop.data.synth.spec import CorpusSpec
@@ -97,7 +108,8 @@ def corpus_rows(
     for where, job_spec in jobs:
         generate_corpus(LocalStore(where / "store"), bucket, job_spec, progress=True)
     for where in dict.fromkeys(where for where, _ in jobs):
-        Ingestor(LocalStore(where / "store"), bucket, where / "data", "asr", get_settings()).run()
+        store = LocalStore(where / "store")
+        Ingestor(store, bucket, where / "data", "asr", recipe_settings()).run()
     # every ingested batch, also those an earlier run ingested (run() returns new ones only)
     return ingested_rows(work_dir), eval_rows(work_dir, eval_set)
 
@@ -133,12 +145,11 @@ def base_rows(rows: list[Any], batches: int) -> list[Any]:
 
 def eval_rows(work_dir: Path, which: str) -> list[Any]:
     """An evaluation set ("golden": held-out voices and names; "seen") of the private store."""
-    from speechloop.config import get_settings
     from speechloop.data.dataset import load_asr_eval_set
     from speechloop.storage.local import LocalStore
 
     store = LocalStore(work_dir / "store")
-    return load_asr_eval_set(store, "speech-data", which, work_dir / "data", get_settings())
+    return load_asr_eval_set(store, "speech-data", which, work_dir / "data", recipe_settings())
 
 
 def make_seed(
@@ -149,14 +160,15 @@ def make_seed(
     seed: int = 0,
     threads: int = 2,
     argv: list[str] | None = None,
+    work_root: Path,
 ) -> dict[str, Any]:
-    """Make the seed model; returns the figures written to ``metrics.json``."""
+    """Make the seed model (corpus and training under ``work_root``, the work dir);
+    returns the figures written to ``metrics.json``."""
     from speechloop.asr.evaluation import evaluate_rows
     from speechloop.asr.inference import Transcriber
-    from speechloop.config import get_settings
 
     started = time.perf_counter()
-    work_dir = corpus_dir(Path(get_settings().work_dir), preset, seed)
+    work_dir = corpus_dir(Path(work_root), preset, seed)
     rows, golden = corpus_rows(
         preset, work_dir, seed, SEED_CORPUS_UPDATE, head_updates=SEED_HEAD_UPDATES
     )

@@ -165,8 +165,9 @@ def bootstrap(
 
     try:
         summary = make_seed(
-            out, preset=preset, quick=quick, seed=seed, threads=threads, argv=sys.argv
-        )
+            out, preset=preset, quick=quick, seed=seed, threads=threads, argv=sys.argv,
+            work_root=_context().layout.root,
+        )  # fmt: skip
     except SpeechloopError as exc:
         raise exit_for(exc) from exc
     typer.echo(json.dumps(summary, indent=2))

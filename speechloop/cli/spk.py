@@ -280,7 +280,7 @@ def bootstrap(
             out,
             spec=seed_corpus_spec(batches=batches, seed=seed),
             train=pretrain_config(epochs=epochs, seed=seed, progress=sys.stderr.isatty()),
-            work_dir=work_dir,
+            work_dir=work_dir or _context().layout.root / "bootstrap" / "spk",
             command=command.strip(),
         )
     except SpeechloopError as exc:

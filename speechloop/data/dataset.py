@@ -17,7 +17,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from speechloop.config import Settings, get_settings
+from speechloop.config import Settings
 from speechloop.data.ingest import Row, materialise
 from speechloop.data.manifest import MANIFEST, Kind, is_safe_name, row_from_json
 from speechloop.data.types import AsrRow, SpkEvalSet, SpkRow, Trial
@@ -51,7 +51,7 @@ def _load_eval_rows(
     kind: Kind,
     name: str,
     work_dir: Path,
-    settings: Settings | None,
+    settings: Settings,
 ) -> list[Row]:
     if not is_safe_name(name):
         raise InvalidInput(f"eval set name {name!r} is not a plain name")
@@ -59,9 +59,7 @@ def _load_eval_rows(
     if not store.exists(bucket, f"{prefix}/{MANIFEST}"):
         raise NotFound(f"{kind} eval set {name!r} not found ({bucket}/{prefix}/{MANIFEST})")
     out_dir = Path(work_dir) / kind / "eval" / name
-    outcome = materialise(
-        store, bucket, prefix, kind, f"eval-{name}", out_dir, settings or get_settings()
-    )
+    outcome = materialise(store, bucket, prefix, kind, f"eval-{name}", out_dir, settings)
     if outcome.quarantined:
         raise _problems(f"{kind} eval set {name!r}", [q.message for q in outcome.quarantined])
     if not outcome.rows:
@@ -74,7 +72,7 @@ def load_asr_eval_set(
     bucket: str,
     name: str,
     work_dir: Path,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> list[AsrRow]:
     """The validated rows of golden ASR set ``name`` (local 16 kHz WAVs, normalised text)."""
     rows = _load_eval_rows(store, bucket, "asr", name, work_dir, settings)
@@ -116,7 +114,7 @@ def load_spk_eval_set(
     bucket: str,
     name: str,
     work_dir: Path,
-    settings: Settings | None = None,
+    settings: Settings,
 ) -> SpkEvalSet:
     """The validated rows and trials of golden speaker set ``name``."""
     rows = [

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from speechloop.audio import SAMPLE_RATE, Audio
-from speechloop.config import Settings, get_settings
+from speechloop.config import Settings
 from speechloop.data.ledger import Claim, Ledger, utc_now
 from speechloop.data.manifest import (
     MANIFEST,
@@ -368,7 +368,7 @@ def materialise(
 class Ingestor:
     """Ingests the complete, uncommitted batches of one kind into ``work_dir``.
 
-    ``Ingestor(store, "speech-data", Path(".speechloop/work"), "asr").run()`` returns an
+    ``Ingestor(store, "speech-data", Path(".speechloop/work"), "asr", settings).run()`` returns an
     :class:`IngestResult`; after training on its rows, ``commit(result)`` marks the
     batches consumed.
     """
@@ -379,7 +379,7 @@ class Ingestor:
         bucket: str,
         work_dir: Path,
         kind: Kind,
-        settings: Settings | None = None,
+        settings: Settings,
         *,
         workers: int | None = None,
     ) -> None:
@@ -389,7 +389,7 @@ class Ingestor:
         self.bucket = bucket
         self.work_dir = Path(work_dir).resolve()
         self.kind: Kind = kind
-        self.settings = settings or get_settings()
+        self.settings = settings
         self.workers = workers or default_workers()
         self.ledger = Ledger(store, bucket, kind)
 

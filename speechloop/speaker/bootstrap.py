@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speechloop.config import Settings, get_settings
+from speechloop.config import Settings
 from speechloop.data.synth.spec import CorpusSpec
 from speechloop.data.types import SpkEvalSet, SpkRow
 from speechloop.errors import InvalidInput
@@ -89,8 +89,13 @@ def train_seed(
     work_dir: Path | None = None,
     version: str = "spk-seed-1",
     command: str = "",
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Steps 1-4 of the module docstring; returns the metrics written to ``metrics.json``."""
+    """Steps 1-4 of the module docstring; returns the metrics written to ``metrics.json``.
+
+    ``settings`` (audio bounds of the corpus; ``work_dir`` default under its work dir):
+    default the settings' defaults, not the environment, so the seed is reproducible.
+    """
     import torch
 
     from speechloop.speaker.calibration import calibrate, save_calibration
@@ -98,7 +103,7 @@ def train_seed(
     from speechloop.speaker.model import SpkModel, build_network
 
     started = time.perf_counter()
-    settings = get_settings()
+    settings = settings or Settings.model_construct()
     spec = spec or seed_corpus_spec()
     train = train or pretrain_config()
     work_dir = Path(work_dir or settings.work_dir / "bootstrap" / "spk")

@@ -208,20 +208,17 @@ def make_embedder(
     onnx: bool = False,
     config: EmbedConfig | None = None,
     device: str | None = None,
+    export_cache: Path | None = None,
 ) -> SpeakerEmbedder:
     """An embedder over a model directory (the shipped seed when None), torch or ONNX.
 
-    The ONNX path uses ``model.onnx`` from the directory, exporting it to a cache next to
-    the settings' work dir when the directory has none.
+    The ONNX path uses the directory's graph, exporting one into ``export_cache`` when the
+    directory has none (see :func:`speechloop.speaker.loading.open_embedder`, which this
+    calls; :meth:`speechloop.context.AppContext.speaker_embedder` chooses the model).
     """
-    from speechloop.speaker.loading import SEED_DIR, load_model_dir
+    from speechloop.speaker.loading import SEED_DIR, open_embedder
 
     directory = Path(model_dir) if model_dir is not None else SEED_DIR
-    model = load_model_dir(directory)
-    if not onnx:
-        backend: Backend = TorchBackend(model, device)
-    else:
-        from speechloop.speaker.onnx_export import ensure_onnx
-
-        backend = OnnxBackend(ensure_onnx(model, directory))
-    return SpeakerEmbedder(backend, version=model.version, config=config, threshold=model.threshold)
+    return open_embedder(
+        directory, onnx=onnx, device=device, config=config, export_cache=export_cache
+    )

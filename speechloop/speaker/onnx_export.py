@@ -54,15 +54,12 @@ def export_onnx(model: SpkModel, path: Path, *, opset: int = OPSET) -> Path:
     return path
 
 
-def ensure_onnx(model: SpkModel, model_dir: Path, cache_dir: Path | None = None) -> Path:
-    """``model_dir/model.onnx`` if shipped, else an export cached by weights digest."""
-    shipped = Path(model_dir) / ONNX_NAME
-    if shipped.is_file():
-        return shipped
-    if cache_dir is None:
-        from speechloop.config import get_settings
-
-        cache_dir = get_settings().work_dir / "spk_onnx"
+def ensure_onnx(model: SpkModel, model_dir: Path, cache_dir: Path) -> Path:
+    """The directory's own graph (``onnx/model.onnx``, as registry versions carry it, or
+    ``model.onnx``), else an export into ``cache_dir`` cached by weights digest."""
+    for shipped in (Path(model_dir) / "onnx" / ONNX_NAME, Path(model_dir) / ONNX_NAME):
+        if shipped.is_file():
+            return shipped
     digest = weights_digest(Path(model_dir) / "model.pt")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model.version)[:60]
     target = cache_dir / f"{safe}-{digest[:12]}.onnx"

@@ -33,12 +33,8 @@ def store_path_from_url(url: str) -> Path:
     return Path(rest).expanduser().resolve()
 
 
-def open_store(settings: Settings | None = None) -> ObjectStore:
-    """The object store named by ``settings.store`` (default: :func:`get_settings`)."""
-    if settings is None:
-        from speechloop.config import get_settings
-
-        settings = get_settings()
+def open_store(settings: Settings) -> ObjectStore:
+    """The object store named by ``settings.store``."""
     url = settings.store
     if url.startswith("file://"):
         from speechloop.storage.local import LocalStore
