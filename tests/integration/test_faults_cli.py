@@ -190,14 +190,16 @@ def test_endpoint_with_scheme_works(s3_server: S3Server, tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:9000/some/path", "127.0.0.1:notaport"])
-def test_bad_endpoint_is_one_error_line(s3_server: S3Server, tmp_path: Path, endpoint: str) -> None:
-    """An endpoint with a path, or a port that is not a number: one line naming it."""
-    result = cli(s3_env(endpoint, s3_server, tmp_path), "models", "list")
-    assert_one_error_line(result, "S3_ENDPOINT")
+def test_endpoint_with_a_path_is_one_error_line(s3_server: S3Server, tmp_path: Path) -> None:
+    """An endpoint with a path: the command fails with one line naming the setting."""
+    env = s3_env("http://127.0.0.1:9000/some/path", s3_server, tmp_path)
+    assert_one_error_line(cli(env, "models", "list"), "S3_ENDPOINT")
 
 
-def test_settings_refuse_an_endpoint_with_a_path() -> None:
-    """The settings class itself refuses an endpoint with a path."""
-    with pytest.raises(ValueError, match="path"):
-        Settings(s3_endpoint="http://127.0.0.1:9000/bucket")
+@pytest.mark.parametrize(
+    "endpoint", ["http://127.0.0.1:9000/bucket", "127.0.0.1:notaport", "ftp://127.0.0.1:21"]
+)
+def test_settings_refuse_a_bad_endpoint(endpoint: str) -> None:
+    """The settings class itself refuses an endpoint with a path, a bad port or scheme."""
+    with pytest.raises(ValueError, match="endpoint"):
+        Settings(s3_endpoint=endpoint)

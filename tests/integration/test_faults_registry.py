@@ -39,7 +39,7 @@ KIND = "asr"
 #: Small client timeouts for stores behind the forwarder (seconds); a stall holds longer.
 CONNECT_TIMEOUT_S = 1.0
 READ_TIMEOUT_S = 1.0
-STALL_S = 2.0
+STALL_S = 1.5
 #: Setting names the storage fix (issue 12, finding 6) gives the timeouts.
 TIMEOUT_SETTINGS = {
     "store_connect_timeout_s": CONNECT_TIMEOUT_S,
@@ -255,7 +255,7 @@ def test_one_fault_during_a_cycle(rig: Rig, action: Action, target: str) -> None
 # -- many random faults --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_random_faults_on_every_kind_of_request(rig: Rig, s3_server: S3Server, seed: int) -> None:
     """About one request in seven refused, reset or stripped of its reply (seeded) while
     versions are published, promoted and rolled back: each operation reports what it
