@@ -110,6 +110,12 @@ class _CharTokens:
     def encode(self, text: str) -> list[int]:
         return [self.index.get(ch, len(self.tokens) - 1) for ch in text if not ch.isspace()]
 
+    def oov(self, text: str) -> list[str]:
+        return []  # dummy vocabulary: every character maps to some id
+
+    def normalise(self, text: str) -> str:
+        return " ".join(text.split())
+
     def decode(self, ids: Any) -> str:
         return "".join(self.tokens[i] for i in ids)
 
