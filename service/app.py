@@ -17,7 +17,10 @@ are read when this module is imported, since BentoML fixes dependencies per clas
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import sys
 from typing import Any, TypeVar, cast
 
 import bentoml
@@ -43,10 +46,18 @@ from service.schemas import (
 from service.settings import get_service_settings
 from service.speaker import SpeakerService
 from service.uploads import AudioLimits
+from speechloop.errors import SpeechloopError
 
 M = TypeVar("M", bound=BaseModel)
 
 api = make_api()
+
+
+def _refuse_to_start(exc: Exception) -> None:
+    """Stop the whole ``bentoml serve`` (its arbiter would restart this worker forever)."""
+    logging.getLogger("service.app").critical("refusing to start: %s", exc)
+    sys.stderr.write(f"speechloop: refusing to start: {exc}\n")
+    os.kill(os.getppid(), signal.SIGTERM)
 
 
 def _as(cls: type[M], value: Any) -> M:
@@ -63,7 +74,11 @@ class Gateway:
     spk = bentoml.depends(SpeakerService, url=os.environ.get("SPEECHLOOP_SPK_URL") or None)
 
     def __init__(self) -> None:
-        settings = get_service_settings()  # refuses to start without keys (unless auth=off)
+        try:
+            settings = get_service_settings()  # refuses without keys (unless auth=off)
+        except SpeechloopError as exc:
+            _refuse_to_start(exc)
+            raise
         setup_logging(settings.log_level)
         self.limits = AudioLimits(
             min_s=settings.min_request_audio_s,

@@ -56,3 +56,42 @@ def test_bentoml_build(tmp_path: Path) -> None:
     for path in bento.rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_bentoml_serve_refuses_to_start_without_keys(tmp_path: Path) -> None:
+    """Without API keys (and auth not off) the whole ``bentoml serve`` exits, its output
+    naming both key variables, instead of serving or restarting workers forever."""
+    from tests.integration.conftest import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPEECHLOOP_")}
+    env.update(
+        BENTOML_HOME=str(tmp_path / "home"),
+        BENTOML_DO_NOT_TRACK="true",
+        SPEECHLOOP_STORE=f"file://{tmp_path / 'store'}",
+        SPEECHLOOP_WORK_DIR=str(tmp_path / "work"),
+    )
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service.app:Gateway", "--host",
+           "127.0.0.1", "--port", str(free_port()), "--working-dir", str(ROOT)]  # fmt: skip
+    out = subprocess.run(
+        cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    text = out.stdout + out.stderr
+    assert "refusing to start" in text
+    assert "SPEECHLOOP_API_KEYS" in text and "SPEECHLOOP_AUTH=off" in text
+
+
+def test_speechloop_serve_refuses_without_keys(tmp_path: Path) -> None:
+    """``speechloop serve`` checks the keys before starting anything: exit 1, one line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPEECHLOOP_")}
+    env["SPEECHLOOP_STORE"] = f"file://{tmp_path / 'store'}"
+    out = subprocess.run(
+        [sys.executable, "-m", "speechloop.cli.main", "serve", "--port", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "no API keys" in out.stderr and "Traceback" not in out.stderr
