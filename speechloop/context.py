@@ -241,8 +241,12 @@ class AppContext:
         backend: str | None = None,
         model_dir: Path | None = None,
         resolved: ResolvedModel | None = None,
+        allow_export: bool = True,
     ) -> HotwordAsr:
-        """An ASR engine over the resolved model (``resolved`` skips resolution)."""
+        """An ASR engine over the resolved model (``resolved`` skips resolution).
+
+        ``allow_export=False`` (a server) refuses a model without ONNX graphs instead of
+        exporting them into the layout's cache."""
         from speechloop.asr.engine import make_asr_engine
 
         model = resolved or self.resolve_model("asr", ref, model_dir=model_dir)
@@ -252,7 +256,7 @@ class AppContext:
             version=model.version,
             device=self.settings.device,
             threads=self.settings.threads,
-            export_cache=self.layout.asr_exports,
+            export_cache=self.layout.asr_exports if allow_export else None,
         )
 
     def speaker_embedder(
@@ -263,9 +267,11 @@ class AppContext:
         model_dir: Path | None = None,
         config: EmbedConfig | None = None,
         resolved: ResolvedModel | None = None,
+        allow_export: bool = True,
     ) -> SpeakerEmbedder:
         """A speaker embedder over the resolved model, labelled with its version (a local
-        directory keeps the version its ``config.json`` names)."""
+        directory keeps the version its ``config.json`` names); ``allow_export`` as for
+        :meth:`asr_engine`."""
         from speechloop.speaker.loading import open_embedder
 
         model = resolved or self.resolve_model("spk", ref, model_dir=model_dir)
@@ -277,7 +283,7 @@ class AppContext:
             device=self.settings.device,
             threads=self.settings.threads,
             config=config,
-            export_cache=self.layout.spk_exports,
+            export_cache=self.layout.spk_exports if allow_export else None,
         )
 
 

@@ -395,6 +395,13 @@ def onnx_dir_for(
             f"{directory} carries no ONNX graphs ({wanted}); publish it with "
             "speechloop.publishing.publish_model, or use the torch backend"
         )
+    try:
+        import torch  # noqa: F401  (exporting needs it; a torch-free server never gets here)
+    except ImportError as exc:
+        raise ModelUnavailable(
+            f"{directory} carries no ONNX graphs ({wanted}) and torch is not installed to "
+            f"export them: publish the model with speechloop.publishing ({exc})"
+        ) from exc
     from speechloop.asr.model import load_from_dir
 
     weights = (directory / "model.pt").read_bytes()

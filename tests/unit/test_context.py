@@ -202,3 +202,13 @@ def test_cli_fails_naming_why_instead_of_using_the_seed(
         result = CliRunner().invoke(app, args)
         assert result.exit_code != 0, result.output
         assert "production alias" in result.output and "not JSON" in result.output
+
+
+def test_a_server_can_refuse_to_export(ctx: AppContext) -> None:
+    """With allow_export=False a model without ONNX graphs (the shipped seed) is refused,
+    naming what is missing, instead of being exported."""
+    with pytest.raises(NotFound, match="carries no ONNX graphs"):
+        ctx.asr_engine("seed", backend="onnx", allow_export=False)
+    with pytest.raises(ModelUnavailable, match="carries no ONNX graph"):
+        ctx.speaker_embedder("seed", onnx=True, allow_export=False)
+    assert not ctx.layout.asr_exports.exists() and not ctx.layout.spk_exports.exists()

@@ -116,6 +116,10 @@ for backend in ("onnx", "onnx-int8"):
     out[backend] = {"version": engine.version, "tokens": len(res.timestamps)}
 spk = ctx.speaker_embedder(onnx=True)
 out["spk"] = {"version": spk.version, "dim": int(spk.embed(wave).shape[0])}
+try:
+    ctx.asr_engine("seed", backend="onnx")  # no graphs in the seed, no torch to export
+except Exception as exc:
+    out["seed_error"] = f"{type(exc).__name__}: {exc}"
 out["loaded"] = sorted(m for m in ("torch", "funasr") if sys.modules.get(m) is not None)
 out["exports"] = [str(p) for p in ctx.layout.exports("asr").parent.glob("*onnx*")]
 print(json.dumps(out))
@@ -127,7 +131,8 @@ def test_a_server_loads_published_versions_without_torch(
 ) -> None:
     """In an interpreter where torch cannot be imported, the production ASR version runs
     on both ONNX backends and the speaker version embeds, from the graphs the versions
-    carry: nothing is exported (no export cache appears in the work dir)."""
+    carry: nothing is exported (no export cache appears in the work dir); a model
+    without graphs is refused there with a ModelUnavailable naming torch."""
     if not (seed_dir("spk") / "model.pt").is_file():
         pytest.skip("no shipped speaker seed")
     asr = publish_model(ctx, "asr", tiny_asr, metrics={}, lineage={}).version
@@ -143,3 +148,4 @@ def test_a_server_loads_published_versions_without_torch(
     assert out["onnx"]["version"] == out["onnx-int8"]["version"] == asr
     assert out["spk"] == {"version": spk, "dim": 128}
     assert out["loaded"] == [] and out["exports"] == []
+    assert out["seed_error"].startswith("ModelUnavailable") and "torch" in out["seed_error"]
