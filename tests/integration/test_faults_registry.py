@@ -123,12 +123,18 @@ def assert_registry_sound(
     reg: ModelRegistry, expected: list[tuple[str, str]] | None = None, kind: str = KIND
 ) -> None:
     """Production names a complete, verified version; previous is what it replaced (record
-    and mirror); the stored history has one chained line per change (``expected`` if given)."""
+    and mirror); the stored history has one chained line per change (``expected`` if given),
+    numbered in order (``seq``) and no change token twice."""
     production = reg.get_alias(kind, "production")
     assert production is not None, "no production alias"
     assert production.version in reg.list_versions(kind)
     reg.verify(kind, production.version)
-    lines = [r for r in stored_history(reg, kind) if r["action"] in ("promote", "rollback")]
+    stored = stored_history(reg, kind)
+    seqs = [r["seq"] for r in stored if "seq" in r]
+    assert seqs == list(range(len(stored) - len(seqs) + 1, len(stored) + 1)), "seq out of order"
+    tokens = [r["write_id"] for r in stored if "write_id" in r]
+    assert len(tokens) == len(set(tokens)), "a change is logged twice"
+    lines = [r for r in stored if r["action"] in ("promote", "rollback")]
     if expected is not None:
         assert moves(lines) == expected, "history is not one line per change, in order"
     assert lines, "an alias was set but history has no line for it"
