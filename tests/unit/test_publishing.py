@@ -149,3 +149,35 @@ def test_a_server_loads_published_versions_without_torch(
     assert out["spk"] == {"version": spk, "dim": 128}
     assert out["loaded"] == [] and out["exports"] == []
     assert out["seed_error"].startswith("ModelUnavailable") and "torch" in out["seed_error"]
+
+
+def test_cli_publish_seed_and_publish(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`models publish-seed spk` publishes and promotes once, then reuses the version;
+    `models publish spk DIR --metrics F` adds a version with its graph."""
+    from typer.testing import CliRunner
+
+    from speechloop.cli.main import app
+    from speechloop.config import get_settings
+
+    if not (seed_dir("spk") / "model.pt").is_file():
+        pytest.skip("no shipped speaker seed")
+    monkeypatch.setenv("SPEECHLOOP_STORE", f"file://{tmp_path / 'store'}")
+    monkeypatch.setenv("SPEECHLOOP_WORK_DIR", str(tmp_path / "work"))
+    get_settings.cache_clear()
+    try:
+        docs = []
+        for _ in range(2):
+            result = CliRunner().invoke(app, ["models", "publish-seed", "spk"])
+            assert result.exit_code == 0, result.output
+            docs.append(json.loads(result.stdout))
+        assert [d["published"] for d in docs] == [True, False]
+        assert docs[0]["promoted"] and docs[0]["version"] == docs[1]["version"]
+        figures = tmp_path / "m.json"
+        figures.write_text('{"eer": 0.1}')
+        args = ["models", "publish", "spk", str(seed_dir("spk")), "--metrics", str(figures)]
+        result = CliRunner().invoke(app, [*args, "--version", "spk-manual-1"])
+        assert result.exit_code == 0, result.output
+        info = build_context(get_settings()).registry.show("spk", "spk-manual-1")
+        assert info.metrics == {"eer": 0.1} and "onnx/model.onnx" in info.files
+    finally:
+        get_settings.cache_clear()
