@@ -123,12 +123,24 @@ class AsrReport:
         }
 
     def summary(self) -> dict[str, Any]:
-        """Corpus figures (see :func:`asr_metrics`) with the counts behind them."""
+        """Corpus figures (see :func:`asr_metrics`) with the counts behind them, plus
+        recall without hotwords and precision / F1 with the shared list (reports only)."""
         a = self.arrays()
         out: dict[str, Any] = {"utterances": len(self.utterances)}
         out.update({k: int(v.sum()) for k, v in a.items()})
         out.update(asr_metrics(a, np.arange(len(self.utterances))))
         out["hotword_recall_plain"] = _ratio(a["hits_plain"].sum(), a["hotword_ref"].sum())
+        hits, fas = int(a["hits"].sum()), int(a["false_alarms"].sum())
+        precision = _ratio(hits, hits + fas)
+        recall = out["hotword_recall"]
+        out["hotword_precision"] = precision
+        out["hotword_f1"] = (
+            None
+            if precision is None or recall is None
+            else 0.0
+            if precision + recall == 0
+            else 2 * precision * recall / (precision + recall)
+        )
         return out
 
     def per_name(self) -> dict[str, dict[str, int]]:

@@ -25,13 +25,21 @@ FINGERPRINT = "__fingerprint__"
 
 
 class CheckpointDir:
-    """Named checkpoints in one directory (``None``: checkpointing off, loads find nothing)."""
+    """Named checkpoints in one directory (``None``: checkpointing off, loads find nothing).
+
+    ``write=False`` (the non-zero ranks of a distributed run) reads but never writes.
+    """
 
     def __init__(
-        self, directory: Path | None, fingerprint: Mapping[str, Any] | None = None
+        self,
+        directory: Path | None,
+        fingerprint: Mapping[str, Any] | None = None,
+        *,
+        write: bool = True,
     ) -> None:
         self.directory = Path(directory) if directory is not None else None
         self.fingerprint = dict(fingerprint or {})
+        self.write = write
 
     def path(self, name: str) -> Path | None:
         """Where checkpoint ``name`` lives (None when off)."""
@@ -47,7 +55,7 @@ class CheckpointDir:
         import torch
 
         path = self.path(name)
-        if path is None:
+        if path is None or not self.write:
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

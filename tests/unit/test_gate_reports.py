@@ -35,6 +35,7 @@ def test_hits_misses_and_false_alarms_per_name():
     assert summary["cer_plain"] == pytest.approx(score_corpus(REFS, plain).cer)
     assert summary["hotword_recall"] == 0.5 and summary["hotword_recall_plain"] == 0.0
     assert summary["hotword_false_alarms"] == pytest.approx(1 / 3)
+    assert summary["hotword_precision"] == 0.5 and summary["hotword_f1"] == 0.5
     assert report.per_name()["alice smith"] == {"ref": 1, "hits": 1, "hits_plain": 0}
 
 

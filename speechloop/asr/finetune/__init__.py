@@ -60,6 +60,8 @@ def finetune_model(
 
     Re-running with the same ``work_dir`` after a kill resumes the unfinished stage
     from its last checkpoint; finished stages are skipped (their best weights reload).
+    Under ``torchrun`` every process runs this and trains its share of each batch (DDP);
+    rank 0 writes the checkpoints (``work_dir`` must be shared by the processes).
     """
     import torch
 
@@ -68,13 +70,14 @@ def finetune_model(
     from speechloop.asr.finetune.trainer import StageTrainer
     from speechloop.training.checkpoint import CheckpointDir
     from speechloop.training.device import select_device
+    from speechloop.training.distributed import init_distributed
 
     if not rows:
         raise InvalidInput("no ASR rows to fine-tune on")
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.num_threads)
-    plan = select_device(cfg.device, mixed_precision=cfg.amp)
+    plan, dist = init_distributed(select_device(cfg.device, mixed_precision=cfg.amp))
     model = loaded.model.to(plan.device)
     utts = prepare(rows, loaded.tokenizer, Frontend.from_am_mvn(loaded.cmvn_file))
     train = [u for u, r in zip(utts, rows, strict=True) if r.split == "train"]
@@ -85,7 +88,7 @@ def finetune_model(
     callbacks = list(callbacks)
     for index, stage in enumerate(cfg.stages):
         stage_dir = Path(work_dir) / f"{index}"
-        done = CheckpointDir(stage_dir / stage.kind)
+        done = CheckpointDir(stage_dir / stage.kind, write=dist.is_main)
         if (state := done.load("done.pt", map_location=plan.device)) is not None:
             model.load_state_dict(state.get("model", state))
             continue

@@ -9,6 +9,9 @@ plan of :func:`speechloop.training.select_device` (CUDA + autocast when present)
 determinism by seed (per-epoch RNGs derived from the seed, so a resumed run takes the
 same batches as an uninterrupted one). Progress goes to
 :class:`speechloop.training.TrainingCallback` objects (rich bars when ``progress``).
+Launched by ``torchrun``, the stage trains data-parallel under DDP
+(:mod:`speechloop.training.distributed`): each process takes its share of every global
+batch; rank 0 alone writes checkpoints and logs and sends the callback events.
 
 Names kept for callers: ``pick_device``, ``is_hotword_param``, ``candidates``,
 ``CachedUtt``, ``token_accuracy`` (now in :mod:`.strategy` / :mod:`.stages`).
@@ -38,6 +41,7 @@ from speechloop.asr.tokenizer import Tokenizer
 from speechloop.training.callbacks import EpochFunction, TrainingCallback, combine
 from speechloop.training.checkpoint import CheckpointDir
 from speechloop.training.device import DevicePlan, select_device
+from speechloop.training.distributed import init_distributed
 
 __all__ = [
     "CachedUtt",
@@ -94,12 +98,15 @@ class StageTrainer:
         plan = (
             device if isinstance(device, DevicePlan) else select_device(device, mixed_precision=amp)
         )
+        plan, self.dist = init_distributed(plan)
         self.ctx = StageContext(model, tokenizer, cfg, plan, seed)
         self.strategy = make_strategy(self.ctx)
         self.model, self.cfg, self.seed = model, cfg, seed
         self.work_dir = work_dir / cfg.kind if work_dir is not None else None
-        self.checkpoints = CheckpointDir(self.work_dir)
+        self.checkpoints = CheckpointDir(self.work_dir, write=self.dist.is_main)
         extra = [EpochFunction(on_epoch)] if on_epoch is not None else []
+        if not self.dist.is_main:  # one process reports
+            callbacks, extra, progress = (), [], False
         self.callbacks = combine([*callbacks, *extra], progress=progress)
 
     @property
@@ -125,7 +132,10 @@ class StageTrainer:
     def _run(self, train: Sequence[Utterance], valid: Sequence[Utterance]) -> StageResult:
         import torch
 
+        from speechloop.asr.finetune.step_module import StepModule
+
         params = self._set_trainable()
+        self._runner = self.dist.wrap(StepModule(self.model, self.strategy), self.ctx.plan)
         result = StageResult(self.cfg.kind, trainable=sum(p.numel() for p in params))
         started = time.perf_counter()
         self.checkpoints.fingerprint = {
@@ -198,7 +208,7 @@ class StageTrainer:
         kind, sums = self.cfg.kind, {}  # type: ignore[var-annotated]
         self.callbacks.on_epoch_start(kind, epoch, self.cfg.epochs, len(groups))
         for n, group in enumerate(groups, start=1):
-            loss, stats = self.strategy.step([items[i] for i in group], rng, epoch)
+            loss, stats = self._runner(self.dist.shard([items[i] for i in group]), rng, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
@@ -210,6 +220,7 @@ class StageTrainer:
         record: dict[str, Any] = {
             "epoch": epoch, "stage": kind, "utterances": len(items), "lr": sched.get_last_lr()[0],
         }  # fmt: skip
+        sums = self.dist.mean(sums)  # over the processes' shares (same keys everywhere)
         record.update({f"train_{k}": round(v / max(1, len(groups)), 5) for k, v in sums.items()})
         return record
 
@@ -245,7 +256,7 @@ class StageTrainer:
             "%s epoch %d: %s", record["stage"], record["epoch"],
             ", ".join(f"{k}={record[k]:.4f}" for k in keys),
         )  # fmt: skip
-        if self.work_dir is not None:
+        if self.work_dir is not None and self.dist.is_main:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             with (self.work_dir / "epochs.jsonl").open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")

@@ -10,7 +10,9 @@ where an uninterrupted one would. Device: :func:`speechloop.training.select_devi
 (CUDA with autocast mixed precision when present); checkpoints:
 :class:`speechloop.training.CheckpointDir` (a checkpoint of other speakers or another
 seed is refused); progress: :class:`speechloop.training.TrainingCallback` events under
-the stage name ``speaker`` (rich bars when ``config.progress``).
+the stage name ``speaker`` (rich bars when ``config.progress``). Launched by
+``torchrun``, training is data-parallel under DDP (:mod:`speechloop.training.distributed`):
+each process takes its share of every global batch, rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from speechloop.speaker.model import SpkModel, save_model_dir
 from speechloop.training.callbacks import TrainingCallback, combine
 from speechloop.training.checkpoint import CheckpointDir
 from speechloop.training.device import DevicePlan, select_device
+from speechloop.training.distributed import init_distributed
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +111,19 @@ def evaluate(
     return compute_metrics(scores, labels)
 
 
+class _SpkStep(torch.nn.Module):
+    """Network + AAM-softmax head as one module: the loss is its forward (DDP wraps it)."""
+
+    def __init__(self, net: torch.nn.Module, head: AAMSoftmax) -> None:
+        super().__init__()
+        self.net = net
+        self.head = head
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, margin: float) -> torch.Tensor:
+        """AAM-softmax loss of a batch of features ``x`` with labels ``y``."""
+        return self.head(self.net(x), y, margin)
+
+
 class Trainer:
     """One training run into ``out_dir`` (see the module docstring)."""
 
@@ -122,7 +138,9 @@ class Trainer:
         torch.set_num_threads(config.threads)
         self.config = config
         self.out_dir = Path(out_dir)
-        self.plan: DevicePlan = select_device(config.device, mixed_precision=config.mixed_precision)
+        plan = select_device(config.device, mixed_precision=config.mixed_precision)
+        self.plan: DevicePlan
+        self.plan, self.dist = init_distributed(plan)
         self.model = model
         self.speakers = sorted({r.speaker for r in train_rows})
         if len(self.speakers) < 2:
@@ -150,8 +168,11 @@ class Trainer:
         params += list(self.head.parameters())
         self.optimizer = self._optimizer(params)
         self.scaler = self.plan.grad_scaler()
+        self.runner = self.dist.wrap(_SpkStep(self.net, self.head), self.plan, find_unused=False)
         self.checkpoints = CheckpointDir(
-            self.out_dir / Path(LAST).parent, {"speakers": self.speakers, "seed": config.seed}
+            self.out_dir / Path(LAST).parent,
+            {"speakers": self.speakers, "seed": config.seed},
+            write=self.dist.is_main,
         )
         self.history: list[EpochRecord] = []
         self.best_eer = float("inf")
@@ -184,10 +205,11 @@ class Trainer:
     def _step(self, feats: np.ndarray, labels: np.ndarray, lr: float, margin: float) -> float:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x = torch.from_numpy(feats).to(self.plan.device)
-        y = torch.from_numpy(labels).to(self.plan.device)
+        share = self.dist.shard(range(len(labels)))  # all of it in a single process
+        x = torch.from_numpy(feats[share]).to(self.plan.device)
+        y = torch.from_numpy(labels[share]).to(self.plan.device)
         with self.plan.autocast():
-            loss = self.head(self.net(x), y, margin)
+            loss = self.runner(x, y, margin)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -216,7 +238,7 @@ class Trainer:
         metrics = evaluate(self.model, self.valid.rows, self.valid.trials, self.plan.device)
         return EpochRecord(
             epoch=epoch,
-            loss=float(np.mean(losses)),
+            loss=self.dist.mean({"loss": float(np.mean(losses))})["loss"],
             lr=lr,
             margin=margin,
             valid_eer=metrics.eer,
@@ -282,7 +304,8 @@ class Trainer:
         training events (the epoch's record as a dict at ``on_epoch_end``)."""
         from speechloop.speaker.loading import load_model_dir
 
-        events = combine(callbacks, progress=self.config.progress)
+        main = self.dist.is_main  # one process writes files and reports
+        events = combine(callbacks if main else (), progress=self.config.progress and main)
         if resume:
             self.load_checkpoint()
         stopped = False
@@ -296,20 +319,23 @@ class Trainer:
             )  # fmt: skip
             if record.valid_eer < self.best_eer - self.config.min_delta:
                 self.best_eer, self.best_epoch, self.bad_epochs = record.valid_eer, epoch, 0
-                self.save_best(record)
+                if main:
+                    self.save_best(record)
                 events.on_checkpoint(STAGE, epoch, self.out_dir / BEST, True)
             else:
                 self.bad_epochs += 1
             path = self.save_checkpoint(epoch)
             if path is not None:
                 events.on_checkpoint(STAGE, epoch, path, False)
-            self._write_history()
+            if main:
+                self._write_history()
             events.on_epoch_end(STAGE, epoch, asdict(record))
             if on_epoch_end is not None:
                 on_epoch_end(record)
             if self.bad_epochs >= self.config.patience:
                 stopped = True
                 break
+        self.dist.barrier()  # rank 0 has written best/
         best = load_model_dir(self.out_dir / BEST)
         return TrainResult(
             model=best,
