@@ -1,0 +1,198 @@
+"""The whole loop end to end, with the demo's own steps on a smaller corpus.
+
+Real parts only: a local-directory store, the shipped seeds published as first
+versions, ``speechloop serve`` (a real ``bentoml serve``) answering over HTTP, a real
+``prefect server start`` running the ``retrain-asr``, ``retrain-spk`` and ``rollback``
+flows, the embedded deployer (the service follows the production alias). The steps are
+those of ``scripts/demo.py`` (:class:`Story`), run in order on one story (module scope);
+each test asserts what its step must have done:
+
+1. the seeds serve, and the service's answers name their versions;
+2. new speakers and names: ``retrain-asr`` promotes a candidate, the service swaps to it
+   without a restart and its answers name it;
+3. the same for ``retrain-spk`` (voiceprints re-enrolled for the new version);
+4. a mislabelled batch: its candidate is rejected and never serves;
+5. rolling the speaker model back restores the seed's answers exactly;
+6. the ledger: every batch committed once, every row good or quarantined.
+
+The gate is the configured default (95% confidence, margins 0.005).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from speechloop.config import get_settings
+from speechloop.demo.story import BAD_PREFIX, FAULTY, NEW_PREFIX, OLD_PREFIX, StorySizes
+from tests.integration.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _driver() -> ModuleType:
+    """``scripts/demo.py`` as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("demo_driver", ROOT / "scripts" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["demo_driver"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The demo's Story on a temporary root and free ports; servers stopped afterwards,
+    the environment restored."""
+    demo = _driver()
+    saved = dict(os.environ)
+    out = io.StringIO()
+    story = demo.Story(
+        demo.Paths(tmp_path_factory.mktemp("e2e")),
+        StorySizes.small(),
+        demo.Show(Console(file=out, width=160)),
+        port=free_port(),
+        prefect_port=free_port(),
+    )
+    story.output = out
+    try:
+        yield story
+    finally:
+        story.stop()
+        story.client.close()
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def state() -> dict[str, Any]:
+    """What the steps hand to the next ones."""
+    return {}
+
+
+def test_seeds_serve_and_their_versions_answer(story: Any, state: dict[str, Any]) -> None:
+    """The corpus is written, the seeds become the first (production) versions, the
+    service starts on them and every answer names the seed version that gave it."""
+    corpus = story.corpus()
+    assert {"asr/eval/golden", "spk/eval/golden"} <= set(corpus["eval_sets"])
+    seeds = {s["kind"]: s for s in story.seeds()}
+    assert all(s["published"] and s["promoted"] for s in seeds.values())
+    started, _ = story.start_service()
+    assert started
+    assert story.client.served() == {k: s["version"] for k, s in seeds.items()}
+    assert len(story.enrol()) == 4
+    asr0, spk0, reused = story.before()
+    assert not reused
+    assert asr0.version == seeds["asr"]["version"] and spk0.version == seeds["spk"]["version"]
+    assert len(asr0.answers) == 12 and all(a.hotwords for a in asr0.answers)
+    assert spk0.identified and spk0.verifications
+    state.update(seeds={k: s["version"] for k, s in seeds.items()}, asr0=asr0, spk0=spk0)
+    # a second call reuses: nothing is published twice, the answers are the recorded ones
+    assert not any(s["published"] for s in story.seeds())
+    assert story.before()[2] is True
+
+
+def test_retrain_asr_promotes_and_the_service_serves_the_candidate(
+    story: Any, state: dict[str, Any]
+) -> None:
+    """On new speakers and names, retrain-asr (a Prefect flow run) promotes a candidate
+    that beats the seed on the golden set; the service swaps to it without a restart and
+    its answers name it."""
+    started, _ = story.start_prefect()
+    assert started
+    dropped = story.drop_new()
+    assert dropped["asr_batches"] == [f"{NEW_PREFIX}-0001"] and dropped["faulty"] == ["asr", "spk"]
+    result, reused = story.retrain("asr", "retrain-asr", story.sizes.asr_epochs)
+    assert not reused
+    assert result["status"] == "promoted", result["message"]
+    acc = next(c for c in result["decision"]["checks"] if c["name"] == "acc")
+    assert acc["passed"] and acc["ci_low"] >= 0.005, acc
+    assert result["quarantined"] == 4  # the faulty batch's four bad ASR rows
+    candidate = result["candidate"]
+    assert story.production("asr") == candidate
+    assert story.wait_served("asr")[0] == candidate
+    asr1, _ = story.ask()
+    assert asr1.version == candidate
+    assert [a.text for a in asr1.answers] != [a.text for a in state["asr0"].answers]
+    assert (story.paths.reports / f"asr-{candidate}.md").is_file()
+    state["asr1"] = asr1
+    state["asr_candidate"] = candidate
+
+
+def test_retrain_spk_promotes_and_voiceprints_follow(story: Any, state: dict[str, Any]) -> None:
+    """retrain-spk promotes a candidate with a lower golden EER; the service serves it, the
+    enrolled speakers were re-enrolled for it, and identify / verify answers name it."""
+    result, _ = story.retrain("spk", "retrain-spk", story.sizes.spk_epochs)
+    assert result["status"] == "promoted", result["message"]
+    eer = next(c for c in result["decision"]["checks"] if c["name"] == "eer")
+    assert eer["passed"] and eer["candidate"] < eer["production"], eer
+    assert result["quarantined"] == 1  # the row without a speaker
+    candidate = result["candidate"]
+    assert sorted(result["reenrolled"]) == sorted(p.speaker for p in story.spk_probes())
+    assert story.wait_served("spk")[0] == candidate
+    _, spk1 = story.ask()
+    assert spk1.version == candidate
+    state["spk1"] = spk1
+
+
+def test_a_mislabelled_batch_makes_a_rejected_candidate_that_never_serves(
+    story: Any, state: dict[str, Any]
+) -> None:
+    """Transcripts shifted between clips: the candidate is rejected and recorded, the
+    production alias and the served version stay where they were, and the service
+    never swapped (its swap count is unchanged)."""
+    swaps = story.client.models()["asr"]["swaps"]
+    report = story.drop_mislabelled()
+    assert report["asr_batches"] == [f"{BAD_PREFIX}-0001"]
+    result, _ = story.retrain("asr", "retrain-asr-mislabelled", story.sizes.bad_epochs)
+    assert result["status"] == "rejected", result["message"]
+    rejected = result["candidate"]
+    assert rejected != state["asr_candidate"]
+    assert story.production("asr") == state["asr_candidate"]
+    history = story.ctx.registry.history("asr")
+    assert [h["action"] for h in history if h.get("version") == rejected] == ["reject"]
+    models = story.client.models()["asr"]
+    assert models["version"] == state["asr_candidate"] and models["swaps"] == swaps
+    asr2, _ = story.ask()
+    assert asr2.version == state["asr_candidate"]
+    assert [a.text for a in asr2.answers] == [a.text for a in state["asr1"].answers]
+
+
+def test_rollback_restores_the_earlier_answers(story: Any, state: dict[str, Any]) -> None:
+    """Rolling the speaker model back (the rollback flow) serves the seed again: the
+    service follows, and verify / identify give exactly the seed's earlier answers."""
+    result, _ = story.rollback("spk")
+    assert result["version"] == state["seeds"]["spk"]
+    assert story.wait_served("spk")[0] == state["seeds"]["spk"]
+    _, spk2 = story.ask()
+    spk0 = state["spk0"]
+    assert spk2.version == spk0.version
+    assert spk2.identified == spk0.identified
+    for now, before in zip(spk2.verifications, spk0.verifications, strict=True):
+        assert now.accepted == before.accepted
+        assert now.score == pytest.approx(before.score, abs=1e-4)
+
+
+def test_the_ledger_lost_nothing_and_doubled_nothing(story: Any) -> None:
+    """Every batch of both kinds is committed exactly once and its rows add up."""
+    from speechloop.demo.story import ledger_lines, ledger_problems
+
+    lines = ledger_lines(story.ctx)
+    assert ledger_problems(lines) == []
+    batches = {(line.kind, line.batch_id) for line in lines}
+    expected = {("asr", f"{OLD_PREFIX}-0001"), ("spk", f"{OLD_PREFIX}-0001"),
+                ("asr", f"{NEW_PREFIX}-0001"), ("spk", f"{NEW_PREFIX}-0001"),
+                ("asr", FAULTY), ("spk", FAULTY), ("asr", f"{BAD_PREFIX}-0001")}  # fmt: skip
+    assert batches == expected
+    assert len(lines) == len(expected)
+    assert all(line.committed_by and line.committed_by.startswith("prefect-") for line in lines)
