@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from speechloop.errors import Conflict, InvalidInput, ModelUnavailable, NotFound
+from speechloop.errors import Conflict, IntegrityError, InvalidInput, ModelUnavailable, NotFound
 
 if TYPE_CHECKING:
     from speechloop.context import AppContext
@@ -189,20 +189,33 @@ def _seed_metrics(directory: Path) -> dict[str, Any]:
 
 
 def _published_seed(ctx: AppContext, kind: str, digest: str) -> str | None:
-    """A version already published from the seed weights with sha256 ``digest``."""
+    """The oldest version published from the seed weights with sha256 ``digest``.
+
+    A version whose documents do not verify is skipped (``speechloop models verify``
+    reports it); it cannot be the seed's publication anyway.
+    """
     try:
         names = ctx.registry.list_versions(kind)
     except NotFound:
         return None
     for name in names:
-        if ctx.registry.show(kind, name).lineage.get("seed_weights_sha256") == digest:
+        try:
+            lineage = ctx.registry.show(kind, name).lineage
+        except (IntegrityError, NotFound) as exc:
+            log.warning("skipping %s version %s while looking for the seed: %s", kind, name, exc)
+            continue
+        if lineage.get("seed_weights_sha256") == digest:
             return name
     return None
 
 
 def publish_seed(ctx: AppContext, kind: str, *, promote: bool = True) -> SeedPublication:
     """Register the shipped ``kind`` seed as a version (reusing an earlier publication of
-    the same weights); with ``promote``, make it production when nothing is."""
+    the same weights); with ``promote``, make it production when nothing is.
+
+    Concurrent first calls may each publish a copy; all of them then use (and promote)
+    the oldest, so production ends on one version.
+    """
     from speechloop.context import seed_dir
 
     directory = seed_dir(kind)
@@ -215,7 +228,8 @@ def publish_seed(ctx: AppContext, kind: str, *, promote: bool = True) -> SeedPub
         info = publish_model(
             ctx, kind, directory, metrics=_seed_metrics(directory), lineage=lineage
         )
-        version = info.version
+        # two first starts racing both publish; both then settle on the oldest copy
+        version = _published_seed(ctx, kind, digest) or info.version
     promoted = False
     if promote and ctx.registry.get_alias(kind, "production") is None:
         try:
