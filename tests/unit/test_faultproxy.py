@@ -185,3 +185,14 @@ def test_request_classification() -> None:
     assert req("GET", "/bkt?list-type=2&prefix=asr%2Fledger%2F").matches("LIST asr/ledger/*")
     with pytest.raises(ValueError, match="unknown action"):
         FaultProxy(("127.0.0.1", 1)).add_rule("* *", "explode")  # type: ignore[arg-type]
+
+
+def test_after_lets_the_first_matches_pass(proxy: FaultProxy, upstream: _Upstream) -> None:
+    """``after=N``: the first N matching requests pass, the next one gets the fault."""
+    proxy.add_rule("PUT *", "reset", after=2)
+    for i in range(2):
+        assert _call(proxy, "PUT", f"/b/k{i}", b"x")[0] == 200
+    with pytest.raises(ConnectionError):
+        _call(proxy, "PUT", "/b/k2", b"x")
+    assert _call(proxy, "PUT", "/b/k3", b"x")[0] == 200
+    assert [path for _, path, _ in upstream.applied] == ["/b/k0", "/b/k1", "/b/k3"]
