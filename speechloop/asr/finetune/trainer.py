@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from speechloop.asr.finetune.config import StageConfig
@@ -89,7 +90,7 @@ class StageTrainer:
         seed: int = 0,
         device: str | DevicePlan = "cpu",
         amp: bool = True,
-        work_dir: Any = None,
+        work_dir: Path | None = None,
         on_epoch: EpochCallback | None = None,
         progress: bool = True,
         callbacks: Iterable[TrainingCallback] = (),
@@ -205,7 +206,7 @@ class StageTrainer:
 
         self.strategy.train_mode()
         groups = self.strategy.batches(items, self.cfg.batch_size, rng)
-        kind, sums = self.cfg.kind, {}  # type: ignore[var-annotated]
+        kind, sums = self.cfg.kind, dict[str, float]()
         self.callbacks.on_epoch_start(kind, epoch, self.cfg.epochs, len(groups))
         for n, group in enumerate(groups, start=1):
             loss, stats = self._runner(self.dist.shard([items[i] for i in group]), rng, epoch)
