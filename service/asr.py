@@ -26,7 +26,12 @@ from speechloop.context import AppContext, ResolvedModel
 from speechloop.errors import InvalidInput, SpeechloopError
 
 log = logging.getLogger("service.asr")
-MAX_BATCH = 2  # measured on 2 CPU cores: runs of 2 clips, 2 in flight, beat one padded run
+# One batch call at a time (threads=1), up to 4 clips: the ONNX engine cuts a call into
+# length-sorted runs of 2 clips and keeps 2 runs in flight, which on 2 CPU cores beats
+# one padded run and one clip at a time (docs/results-asr-speed.md). More concurrent
+# calls would oversubscribe the cores. Float outputs do not depend on a clip's batch
+# neighbours; int8 outputs do a little (docs/operations.md says which mode serves).
+MAX_BATCH = 4
 MAX_LATENCY_MS = 30
 
 
@@ -55,7 +60,7 @@ def _error(info: ErrorInfo) -> AsrReply:
 @bentoml.service(
     name="speechloop-asr",
     workers=1,
-    threads=2,
+    threads=1,
     traffic={"timeout": 120, "max_concurrency": 64},
 )
 class AsrService:

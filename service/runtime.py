@@ -111,6 +111,9 @@ class ModelRuntime(Generic[T]):
                 loaded_at=cur.loaded_at,
                 metrics=cur.metrics,
             )
+            describe = getattr(cur.model, "describe", None)
+            if callable(describe):  # the ASR engine: device, hotword capabilities and limits
+                base["details"] = describe()
         return ModelStatus(**base)
 
 

@@ -108,6 +108,9 @@ class ModelStatus(BaseModel):
     swaps: int = 0
     refused: dict[str, str] = Field(default_factory=dict, description="version -> why")
     last_error: str | None = None
+    details: dict[str, Any] = Field(
+        default_factory=dict, description="engine details: device, hotword limits (ASR)"
+    )
     torch_imported: bool = Field(description="whether the serving process has imported torch")
     pid: int
 

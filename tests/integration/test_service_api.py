@@ -71,6 +71,8 @@ def test_models_name_the_production_versions_and_no_process_imported_torch(
         assert m["source"] == "production" and m["backend"] == "onnx"
         assert m["torch_imported"] is False
         assert m["metrics"], "the version's metrics are reported"
+    limits = models["asr"]["details"]["hotword_limits"]
+    assert limits["max_count"] >= 1 and models["asr"]["details"]["device"] == "cpu"
     gateway = models["_gateway"]
     assert gateway["gateway_torch_imported"] is False
     assert len({models["asr"]["pid"], models["spk"]["pid"], gateway["gateway_pid"]}) == 3
