@@ -8,7 +8,8 @@ Reports: :class:`AsrReport` (per utterance: reference characters, character erro
 the shared hotword list and without hotwords, hotword hits per name, false alarms; built
 by :func:`build_asr_report` or :func:`speechloop.asr.evaluation.evaluate_report`) and
 :class:`SpkReport` (per trial: score, target, both speakers; built by
-:func:`build_spk_report` or :func:`speechloop.speaker.evaluate.evaluate_report`).
+:func:`build_spk_report` or :func:`speechloop.speaker.evaluate.evaluate_report`;
+:func:`plot_reports` draws their DET curves on one plot).
 Rules and statistics: :mod:`.gate`. Framework-free (no Prefect, no BentoML).
 """
 
@@ -22,7 +23,7 @@ from speechloop.gating.asr_report import (
 from speechloop.gating.config import GateConfig
 from speechloop.gating.decision import GateDecision, MetricCheck
 from speechloop.gating.gate import decide, gate_asr, gate_spk
-from speechloop.gating.spk_report import SpkReport, SpkTrialScore, build_spk_report
+from speechloop.gating.spk_report import SpkReport, SpkTrialScore, build_spk_report, plot_reports
 
 __all__ = [
     "AsrReport",
@@ -38,5 +39,6 @@ __all__ = [
     "decide",
     "gate_asr",
     "gate_spk",
+    "plot_reports",
     "shared_list",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from speechloop.errors import InvalidInput
+from speechloop.errors import InvalidInput, NotFound
 
 Role = Literal["primary", "guard", "floor"]
 
@@ -71,11 +71,11 @@ class GateDecision:
         return self.production_version is None
 
     def check(self, name: str) -> MetricCheck:
-        """The check of metric ``name``; NotFound-like InvalidInput when absent."""
+        """The check of metric ``name`` (NotFound naming the checks there are)."""
         for c in self.checks:
             if c.name == name:
                 return c
-        raise InvalidInput(f"no check named {name!r} (have {[c.name for c in self.checks]})")
+        raise NotFound(f"no check named {name!r} (have {[c.name for c in self.checks]})")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for registry history (inverse: :meth:`from_dict`)."""

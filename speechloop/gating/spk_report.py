@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy.typing as npt
 
 from speechloop.data.types import SpkEvalSet
 from speechloop.errors import InvalidInput
-from speechloop.speaker.metrics import compute_metrics
+from speechloop.speaker.metrics import ErrorCurve, compute_metrics, error_curve, plot_det
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -77,6 +78,10 @@ class SpkReport:
             groups.setdefault(t.enrol_speaker, []).append(i)
         return {s: np.array(groups[s], dtype=np.int64) for s in sorted(groups)}
 
+    def error_curve(self) -> ErrorCurve:
+        """Miss and false-alarm rates at every threshold (for DET plots)."""
+        return error_curve(self.scores(), self.labels())
+
     def summary(self) -> dict[str, Any]:
         """EER, minDCF and counts on all trials."""
         m = compute_metrics(self.scores(), self.labels(), p_target=self.p_target)
@@ -133,3 +138,11 @@ def build_spk_report(
         for t, s in zip(data.trials, scores, strict=True)
     )
     return SpkReport(version, trials, eval_set, p_target)
+
+
+def plot_reports(reports: Sequence[SpkReport], path: Path, *, title: str = "DET curve") -> Path:
+    """One DET plot of several models' reports on the same set (PNG at ``path``), each
+    curve labelled with its version: the speaker gate's picture."""
+    if not reports:
+        raise InvalidInput("no speaker reports to plot")
+    return plot_det({r.version: r.error_curve() for r in reports}, path, title=title)

@@ -117,3 +117,21 @@ def test_speaker_report_of_the_seed_matches_its_metrics(tmp_path):
     assert report.summary()["eer"] == pytest.approx(metrics.eer)
     assert report.summary()["min_dcf"] == pytest.approx(metrics.min_dcf)
     assert report.summary()["speakers"] == len({r.speaker for r in rows})
+
+
+def test_det_plot_of_two_speaker_reports(tmp_path):
+    """Candidate and production on one DET plot (a PNG), for the decision's artifact."""
+    from speechloop.gating.spk_report import SpkReport, SpkTrialScore, plot_reports
+
+    def report(version: str, shift: float) -> SpkReport:
+        rng = np.random.default_rng(0)
+        return SpkReport(version, tuple(
+            SpkTrialScore(f"e{i}", f"t{i}", "a", "a" if i % 2 else "b", bool(i % 2),
+                          float(rng.normal(shift if i % 2 else 0.0, 0.2)))
+            for i in range(60)
+        ))  # fmt: skip
+
+    png = plot_reports([report("cand", 0.8), report("prod", 0.4)], tmp_path / "det.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(InvalidInput):
+        plot_reports([], tmp_path / "none.png")
