@@ -18,7 +18,7 @@ from speechloop.config import Settings
 from speechloop.data import ingest
 from speechloop.data.ingest import Ingestor, IngestResult
 from speechloop.data.ledger import Ledger
-from speechloop.errors import Conflict
+from speechloop.errors import Conflict, StoreUnavailable
 from speechloop.storage.local import LocalStore
 from tests.unit.ingest_support import BUCKET, clip, good_asr_batch, put_batch
 
@@ -198,3 +198,32 @@ def test_two_runs_sharing_a_work_dir_at_once_agree(tmp_path: Path) -> None:
     assert len(results[0].rows) == 6
     for row in results[0].rows:
         assert row.audio.is_file() and row.audio.stat().st_size > 44
+
+
+class _DeadForAudio(LocalStore):
+    """A local store whose audio reads fail as an unreachable S3 store's do, counted."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.audio_reads = 0
+        self._guard = threading.Lock()
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        if key.endswith(".wav"):
+            with self._guard:
+                self.audio_reads += 1
+            raise StoreUnavailable(f"object store unreachable (get {bucket}/{key})")
+        return super().get_bytes(bucket, key)
+
+
+def test_a_store_fault_stops_the_batch_without_trying_every_row(tmp_path: Path) -> None:
+    """When the store dies mid-batch, rows not yet started are skipped: a 40-row batch on
+    2 threads makes at most a few audio reads (not 40, each waiting out its own time-out),
+    the run raises StoreUnavailable, and the batch stays pending."""
+    store = _DeadForAudio(tmp_path / "store")
+    good_asr_batch(store, "b1", n=40)
+    ing = Ingestor(store, BUCKET, tmp_path / "work", "asr", SETTINGS, workers=2)
+    with pytest.raises(StoreUnavailable, match="unreachable"):
+        ing.run()
+    assert 1 <= store.audio_reads <= 4
+    assert [s.state for s in ing.ledger.scan()] == ["pending"]
