@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable
 from typing import Any, TypeVar, cast
 
 import bentoml
@@ -46,16 +47,17 @@ from service.schemas import (
 from service.settings import get_service_settings
 from service.speaker import SpeakerService
 from service.uploads import AudioLimits
-from speechloop.errors import SpeechloopError
+from speechloop.errors import ModelUnavailable, SpeechloopError
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger("service.app")
 
 api = make_api()
 
 
 def _refuse_to_start(exc: Exception) -> None:
     """Stop the whole ``bentoml serve`` (its arbiter would restart this worker forever)."""
-    logging.getLogger("service.app").critical("refusing to start: %s", exc)
+    log.critical("refusing to start: %s", exc)
     sys.stderr.write(f"speechloop: refusing to start: {exc}\n")
     os.kill(os.getppid(), signal.SIGTERM)
 
@@ -63,6 +65,19 @@ def _refuse_to_start(exc: Exception) -> None:
 def _as(cls: type[M], value: Any) -> M:
     """A reply model from what the dependency returned (model or plain dict)."""
     return value if isinstance(value, cls) else cls.model_validate(value)
+
+
+async def _call(kind: str, call: Awaitable[Any]) -> Any:
+    """Await a model-service call; a service that does not answer is a 503 naming it."""
+    try:
+        return await call
+    except SpeechloopError:
+        raise
+    except Exception as exc:
+        log.error("model service call failed", extra={"kind": kind, "why": repr(exc)})
+        raise ModelUnavailable(
+            f"the {kind} model service did not answer ({type(exc).__name__})"
+        ) from exc
 
 
 @bentoml.asgi_app(api, path="/")
@@ -89,30 +104,30 @@ class Gateway:
 
     async def transcribe(self, item: AsrItem) -> AsrReply:
         """See :class:`service.api.Backend`."""
-        replies = await self.asr.to_async.transcribe([item])
+        replies = await _call("asr", self.asr.to_async.transcribe([item]))
         return _as(AsrReply, replies[0])
 
     async def embed(self, item: SpkItem) -> EmbedReply:
         """See :class:`service.api.Backend`."""
-        replies = await self.spk.to_async.embed([item])
+        replies = await _call("spk", self.spk.to_async.embed([item]))
         return _as(EmbedReply, replies[0])
 
     async def verify(self, req: VerifyRequest) -> VerifyReply:
         """See :class:`service.api.Backend`."""
-        return _as(VerifyReply, await self.spk.to_async.verify(req))
+        return _as(VerifyReply, await _call("spk", self.spk.to_async.verify(req)))
 
     async def enroll(self, req: EnrollRequest) -> EnrollReply:
         """See :class:`service.api.Backend`."""
-        return _as(EnrollReply, await self.spk.to_async.enroll(req))
+        return _as(EnrollReply, await _call("spk", self.spk.to_async.enroll(req)))
 
     async def identify(self, req: IdentifyRequest) -> IdentifyReply:
         """See :class:`service.api.Backend`."""
-        return _as(IdentifyReply, await self.spk.to_async.identify(req))
+        return _as(IdentifyReply, await _call("spk", self.spk.to_async.identify(req)))
 
     async def models(self) -> list[ModelStatus]:
         """See :class:`service.api.Backend`."""
-        asr = await self.asr.to_async.info()
-        spk = await self.spk.to_async.info()
+        asr = await _call("asr", self.asr.to_async.info())
+        spk = await _call("spk", self.spk.to_async.info())
         return [_as(ModelStatus, asr), _as(ModelStatus, spk)]
 
 

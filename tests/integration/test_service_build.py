@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,3 +96,32 @@ def test_speechloop_serve_refuses_without_keys(tmp_path: Path) -> None:
     )
     assert out.returncode == 1
     assert "no API keys" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_not_ready_while_a_model_cannot_load(
+    tmp_path_factory: pytest.TempPathFactory, realaudio: Path
+) -> None:
+    """With the ASR pin naming a version the registry lacks, the server is alive but not
+    ready, ASR requests get 503 naming the missing version, the speaker side serves, and
+    /v1/models says why."""
+    from tests.integration.test_service_support import start_server
+
+    server = start_server(
+        tmp_path_factory, "svc-notready", wait_for="/livez", SPEECHLOOP_ASR_VERSION="no-such-v1"
+    )
+    try:
+        clip = {"audio": ("a.wav", (realaudio / "zh_mid_5s.wav").read_bytes())}
+        with server.client() as c:
+            server.wait_until(
+                lambda: c.post("/v1/speaker/embed", files=clip).status_code == 200,
+                120,
+                "the speaker model",
+            )
+            assert c.get("/readyz").status_code == 503
+            resp = c.post("/v1/asr/transcribe", files=clip)
+            assert resp.status_code == 503
+            assert "no-such-v1" in resp.json()["error"]["message"]
+            asr = {m["kind"]: m for m in c.get("/v1/models").json()["models"]}["asr"]
+        assert asr["ready"] is False and "no-such-v1" in asr["last_error"]
+    finally:
+        server.stop()

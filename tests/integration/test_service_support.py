@@ -132,9 +132,15 @@ class Server:
 
 
 def start_server(
-    tmp_path_factory: pytest.TempPathFactory, name: str, *, via_cli: bool = False, **env: str
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    *,
+    via_cli: bool = False,
+    wait_for: str = "/readyz",
+    **env: str,
 ) -> Server:
-    """Copy the seeded store, start the gateway on a free port, wait for ``/readyz``.
+    """Copy the seeded store, start the gateway on a free port, wait for ``wait_for``
+    to answer 200.
 
     ``via_cli``: start it with ``speechloop serve`` (which execs ``bentoml serve``)."""
     template = seeded_template(tmp_path_factory)
@@ -173,15 +179,15 @@ def start_server(
         )
     server = Server(root, f"http://127.0.0.1:{port}", proc, log_path, full_env)
     try:
-        server.wait_until(lambda: _ready(server.url), 240, "/readyz")
+        server.wait_until(lambda: _answers(server.url + wait_for), 240, wait_for)
     except BaseException:
         server.stop()
         raise
     return server
 
 
-def _ready(url: str) -> bool:
+def _answers(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
+        return httpx.get(url, timeout=5).status_code == 200
     except httpx.HTTPError:
         return False
