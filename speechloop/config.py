@@ -102,10 +102,15 @@ def settings_error(exc: ValidationError) -> InvalidInput:
     return InvalidInput("invalid settings: " + "; ".join(problems))
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read once on first use (InvalidInput if one is bad)."""
+def load_settings() -> Settings:
+    """Settings read from the environment now; InvalidInput (one line) if one is bad."""
     try:
         return Settings()
     except ValidationError as exc:
         raise settings_error(exc) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use (InvalidInput if one is bad)."""
+    return load_settings()

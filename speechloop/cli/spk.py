@@ -44,10 +44,10 @@ def _print(data: dict[str, Any]) -> None:
 
 def _context() -> AppContext:
     """A context on settings read now (a command is one process; tests change the env)."""
-    from speechloop.config import Settings
+    from speechloop.config import load_settings
     from speechloop.context import build_context
 
-    return build_context(Settings())
+    return build_context(load_settings())  # a bad SPEECHLOOP_* setting: one error line
 
 
 def _embedder(
