@@ -194,19 +194,31 @@ def test_stalled_store_fails_on_the_read_timeout_within_the_budget(silent_server
     assert 1 <= attempts <= 10
 
 
-def _cli(env: dict[str, str]) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["data", "status"], env={"COLUMNS": "300", **env})
+def _cli(env: dict[str, str], args: tuple[str, ...] = ("data", "status")) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "300", **env})
     return result.exit_code, result.output
 
 
-def test_cli_bad_endpoint_is_one_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SPEECHLOOP_S3_ENDPOINT with a path: exit 1 and one 'error:' line, no traceback."""
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("data", "status"),
+        ("models", "list", "asr"),
+        ("asr", "transcribe", "x.wav"),
+        ("spk", "verify", "a.wav", "b.wav"),
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_cli_bad_endpoint_is_one_error_line(args: tuple[str, ...]) -> None:
+    """SPEECHLOOP_S3_ENDPOINT with a path: every command group exits non-zero with one
+    'error:' line naming the setting, no traceback."""
     get_settings.cache_clear()
-    code, out = _cli({"SPEECHLOOP_STORE": "s3://", "SPEECHLOOP_S3_ENDPOINT": "http://h:9000/x"})
+    env = {"SPEECHLOOP_STORE": "s3://", "SPEECHLOOP_S3_ENDPOINT": "http://h:9000/x"}
+    code, out = _cli(env, args)
     get_settings.cache_clear()
-    assert code == 1, out
-    assert out.startswith("error: invalid settings: SPEECHLOOP_S3_ENDPOINT='http://h:9000/x'")
-    assert len(out.strip().splitlines()) == 1
+    assert code in (1, 2), out
+    assert out.startswith("error: invalid settings: SPEECHLOOP_S3_ENDPOINT='http://h:9000/x'"), out
+    assert len(out.strip().splitlines()) == 1, out
 
 
 def test_cli_unreachable_store_is_one_error_line() -> None:
