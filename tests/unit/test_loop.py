@@ -354,3 +354,24 @@ def test_a_redeploy_failure_puts_the_alias_back_and_is_recorded(ctx: AppContext)
     assert _production(ctx) == seed and _states(ctx) == {"b1": "staged"}
     last = ctx.registry.history("spk")[-1]
     assert last["action"] == "rollback" and "redeploy" in last["reason"]
+
+
+def test_cli_retrain_reports_no_new_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``speechloop retrain spk --json`` on an empty store: exit 0, status no_new_data."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from speechloop.cli.main import app
+    from speechloop.config import get_settings
+
+    monkeypatch.setenv("SPEECHLOOP_STORE", f"file://{tmp_path / 'store'}")
+    monkeypatch.setenv("SPEECHLOOP_WORK_DIR", str(tmp_path / "work"))
+    get_settings.cache_clear()
+    try:
+        LocalStore(tmp_path / "store").ensure_bucket(BUCKET)
+        out = CliRunner().invoke(app, ["retrain", "spk", "--small", "--json"])
+    finally:
+        get_settings.cache_clear()
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["status"] == "no_new_data"
