@@ -51,17 +51,28 @@ def ctx(tmp_path: Path) -> AppContext:
     return build_context(Settings(store=f"file://{tmp_path / 'store'}", work_dir=tmp_path / "work"))
 
 
+@pytest.fixture(scope="module")
+def published(tiny_asr: Path, tmp_path_factory: pytest.TempPathFactory) -> AppContext:
+    """A registry with the tiny ASR model published as ``v-asr-1`` and in production."""
+    root = tmp_path_factory.mktemp("published")
+    ctx = build_context(Settings(store=f"file://{root / 'store'}", work_dir=root / "work"))
+    publish_model(
+        ctx, "asr", tiny_asr, metrics={"acc": 0.1}, lineage={"parent": None}, version="v-asr-1"
+    )
+    ctx.registry.promote("asr", "v-asr-1", reason="test")
+    return ctx
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_published_asr_version_carries_fresh_graphs(ctx: AppContext, tiny_asr: Path) -> None:
+def test_published_asr_version_carries_fresh_graphs(published: AppContext, tiny_asr: Path) -> None:
     """The version holds float and int8 graphs made from its own weights (export.json
     records their sha256), not the stale graph lying in the source directory; the
     staging copy is gone afterwards."""
-    info = publish_model(
-        ctx, "asr", tiny_asr, metrics={"acc": 0.1}, lineage={"parent": None}, version="v-asr-1"
-    )
+    ctx = published
+    info = ctx.registry.show("asr", "v-asr-1")
     assert set(info.files) >= ASR_GRAPHS
     assert info.files["onnx/model.onnx"]["sha256"] != _sha(b"stale graph of other weights")
     fetched = ctx.registry.fetch("asr", "v-asr-1", ctx.layout.model_dir("asr", "v-asr-1"))
@@ -127,7 +138,7 @@ print(json.dumps(out))
 
 
 def test_a_server_loads_published_versions_without_torch(
-    ctx: AppContext, tiny_asr: Path, tmp_path: Path
+    published: AppContext, tmp_path: Path
 ) -> None:
     """In an interpreter where torch cannot be imported, the production ASR version runs
     on both ONNX backends and the speaker version embeds, from the graphs the versions
@@ -135,8 +146,7 @@ def test_a_server_loads_published_versions_without_torch(
     without graphs is refused there with a ModelUnavailable naming torch."""
     if not (seed_dir("spk") / "model.pt").is_file():
         pytest.skip("no shipped speaker seed")
-    asr = publish_model(ctx, "asr", tiny_asr, metrics={}, lineage={}).version
-    ctx.registry.promote("asr", asr, reason="test")
+    ctx, asr = published, "v-asr-1"
     spk = publish_seed(ctx, "spk").version
     env = {"SPEECHLOOP_STORE": ctx.settings.store, "SPEECHLOOP_WORK_DIR": str(tmp_path / "srv"),
            "PATH": "/usr/bin:/bin"}  # fmt: skip
