@@ -24,6 +24,11 @@ else refused with a message naming the missing file.
 
 Nothing heavy is imported at module level: importing this module pulls in neither torch
 nor onnxruntime.
+
+Beyond the interface agreed in the brief (``AsrEngine``, ``AsrOutput``, ``TokenStamp``,
+``make_asr_engine``): ``transcribe_each`` (a list per utterance, for batched requests),
+``limits``, ``describe()``, ``warmup()``, and ``make_asr_engine(export_cache=)``; the
+concrete class is :class:`HotwordAsr`.
 """
 
 from __future__ import annotations
