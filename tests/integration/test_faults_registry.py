@@ -324,3 +324,27 @@ def test_racing_promoters_with_lost_replies_keep_history_in_order(
     lines = moves(stored_history(rig.observer))
     assert sorted(lines) == sorted(("promote", v) for v in versions)
     assert_registry_sound(rig.observer)
+
+
+MULTIPART = {
+    "initiate": lambda r: r.method == "POST" and "uploads" in r.query,
+    "part": lambda r: r.method == "PUT" and "partNumber" in r.query,
+    "complete": lambda r: r.method == "POST" and "uploadId" in r.query,
+}
+
+
+@pytest.mark.parametrize("step", sorted(MULTIPART))
+def test_lost_reply_during_a_multipart_upload(rig: Rig, step: str) -> None:
+    """A model file over 5 MiB goes up as a multipart upload (every real checkpoint
+    does): a lost reply to its initiation, a part, or its completion still publishes a
+    complete version that verifies."""
+    src = rig.tmp_path / "big"
+    src.mkdir()
+    (src / "model.pt").write_bytes(random.Random(6).randbytes(6 * 1024 * 1024))
+    (src / "config.yaml").write_text("big: true\n")
+    rig.proxy.add_rule(MULTIPART[step], "drop_reply")
+    info = rig.reg.publish(KIND, src, metrics={}, lineage={}, version=f"big-{step}")
+    assert rig.proxy.count("drop_reply") == 1
+    assert rig.observer.verify(KIND, info.version).files["model.pt"]["size"] == 6 * 1024 * 1024
+    rig.reg.promote(KIND, info.version, reason="big")
+    assert_registry_sound(rig.observer, [("promote", info.version)])
