@@ -62,6 +62,7 @@ class Reason(StrEnum):
     UNDECODABLE_AUDIO = "undecodable_audio"
     TOO_SHORT = "too_short"
     TOO_LONG = "too_long"
+    TEXT_AUDIO_MISMATCH = "text_audio_mismatch"
 
 
 class RowRejected(InvalidInput):
@@ -303,8 +304,24 @@ def parse_manifest(
     return rows_in, good, bad
 
 
-def check_audio(data: bytes, row: ManifestRow, *, min_s: float, max_s: float) -> Audio:
-    """Decode a row's audio to 16 kHz mono and check its duration (RowRejected if bad)."""
+#: Transcript characters per second of audio (spaces included) that a row may have: fast
+#: read speech is 15-20; a 1 s clip labelled with thousands of words would poison a
+#: fine-tune. The lower bound is off by default (long silences are legitimate).
+MAX_CHARS_PER_S = 35.0
+MIN_CHARS_PER_S = 0.0
+
+
+def check_audio(
+    data: bytes,
+    row: ManifestRow,
+    *,
+    min_s: float,
+    max_s: float,
+    max_chars_per_s: float = MAX_CHARS_PER_S,
+    min_chars_per_s: float = MIN_CHARS_PER_S,
+) -> Audio:
+    """Decode a row's audio to 16 kHz mono and check its duration, and that an ASR row's
+    text can fit its audio (characters per second within bounds); RowRejected if bad."""
     try:
         audio = decode_audio(data, name=f"audio {row.audio!r}")
     except AudioError as exc:
@@ -319,6 +336,15 @@ def check_audio(data: bytes, row: ManifestRow, *, min_s: float, max_s: float) ->
             Reason.TOO_LONG,
             f"audio {row.audio!r} is {audio.duration_s:.2f} s, above the maximum {max_s} s",
         )
+    if row.text:
+        rate = len(row.text) / audio.duration_s
+        if not min_chars_per_s <= rate <= max_chars_per_s:
+            raise RowRejected(
+                Reason.TEXT_AUDIO_MISMATCH,
+                f"text of {len(row.text)} characters cannot be what {audio.duration_s:.2f} s of "
+                f"audio {row.audio!r} says ({rate:.1f} characters per second, allowed "
+                f"{min_chars_per_s:g}-{max_chars_per_s:g})",
+            )
     return audio
 
 
