@@ -10,7 +10,7 @@ speaker side does through :class:`speechloop.speaker.embed.SpeakerEmbedder`:
   the loaded model's :attr:`AsrEngine.capabilities` (:func:`~speechloop.asr.hotwords.limits_for`),
   and refuses, naming it, an entry the model cannot spell;
 - one device rule: torch on CUDA with float16 autocast when CUDA is present, else CPU
-  (:func:`speechloop.speaker.device.select_device`); ONNX on ``CUDAExecutionProvider``
+  (:func:`speechloop.training.device.select_device`); ONNX on ``CUDAExecutionProvider``
   when onnxruntime has it, else CPU (:func:`speechloop.asr.onnx_infer.select_providers`);
   an explicit ``device="cuda"`` where there is none is an error, never a fallback;
 - ``threads``: onnxruntime's intra-op threads, or torch's (process-wide) thread count.
@@ -164,7 +164,7 @@ class TorchAsrBackend:
 
         from speechloop.asr.inference import Transcriber
         from speechloop.asr.model import load_from_dir
-        from speechloop.speaker.device import select_device
+        from speechloop.training.device import select_device
 
         if threads is not None:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model setting

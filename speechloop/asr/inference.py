@@ -14,7 +14,7 @@ decoder's. No text-level post-correction.
 
 Device: the model runs where its weights are; with ``mixed_precision`` on CUDA the
 decoding runs under ``torch.autocast`` (float16). :mod:`speechloop.asr.engine` picks the
-device (:func:`speechloop.speaker.device.select_device`) and wraps this class behind the
+device (:func:`speechloop.training.device.select_device`) and wraps this class behind the
 one ASR engine interface.
 """
 
