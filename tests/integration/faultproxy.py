@@ -25,6 +25,8 @@ callable on :class:`Request`. Actions:
   client may have given up while the server still applies it);
 - ``drop_reply``: forward the request, let the server apply it and answer, then reset
   the client connection without the reply (the lost reply);
+- ``truncate_reply``: like ``drop_reply``, but first send the reply's headers and half
+  its body (a connection that breaks mid-download);
 - ``pass``: forward normally (useful to count).
 
 Example::
@@ -48,8 +50,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-Action = Literal["pass", "refuse", "reset", "stall", "drop_reply"]
-ACTIONS: tuple[Action, ...] = ("pass", "refuse", "reset", "stall", "drop_reply")
+Action = Literal["pass", "refuse", "reset", "stall", "drop_reply", "truncate_reply"]
+ACTIONS: tuple[Action, ...] = ("pass", "refuse", "reset", "stall", "drop_reply", "truncate_reply")
 Matcher = str | Callable[["Request"], bool]
 _MAX_LINE = 65_536
 _HOP_HEADERS = {"connection", "keep-alive", "expect", "proxy-connection"}
@@ -165,6 +167,12 @@ class Seen:
 class _Reply:
     raw: bytes
     status: int = 0
+    head_size: int = 0
+
+    @property
+    def body(self) -> bytes:
+        """The reply's body bytes (framing included, as forwarded)."""
+        return self.raw[self.head_size :]
 
 
 @dataclass
@@ -331,7 +339,10 @@ class FaultProxy:
                 reader.close()
                 _reset(client)  # upstream gone: the client sees a dead connection
                 return
-            if action == "drop_reply":
+            if action == "truncate_reply":
+                with contextlib.suppress(OSError):
+                    client.sendall(reply.raw[: reply.head_size + len(reply.body) // 2])
+            if action in ("drop_reply", "truncate_reply"):
                 reader.close()
                 _reset(client)
                 return
@@ -455,7 +466,8 @@ def read_reply(reader: BinaryIO, *, head_only: bool = False) -> _Reply:
     kept = [(k, v) for k, v in headers if k.lower() not in ("connection", "keep-alive")]
     lines = [status_line.decode("latin-1").rstrip("\r\n")]
     lines += [f"{k}: {v}" for k, v in kept] + ["Connection: close"]
-    return _Reply(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body, status)
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return _Reply(head + body, status, len(head))
 
 
 def _reset(sock: socket.socket) -> None:

@@ -209,6 +209,19 @@ def test_one_fault_during_ingest_and_commit(bench: Bench, action: Action, target
     assert_consumed_once(bench, [run])
 
 
+@pytest.mark.parametrize("target", ["manifest-read", "audio-read", "claim-read"])
+def test_reply_broken_midway_during_ingest(bench: Bench, target: str) -> None:
+    """A reply cut off mid-body (twice) while reading a manifest, an audio object or a
+    claim: the run and its commit complete, every row consumed once, none quarantined."""
+    bench.proxy.add_rule(TARGETS[target], "truncate_reply", times=2)
+    ingestor = bench.ingestor()
+    run = ingestor.run()
+    assert run.quarantined == []
+    assert sorted(ingestor.commit(run)) == sorted(bench.rows)
+    assert bench.proxy.count("truncate_reply") == 2
+    assert_consumed_once(bench, [run])
+
+
 # -- faults that outlast the retries: the run fails, a re-run completes ---------------------
 
 

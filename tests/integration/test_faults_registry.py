@@ -348,3 +348,20 @@ def test_lost_reply_during_a_multipart_upload(rig: Rig, step: str) -> None:
     assert rig.observer.verify(KIND, info.version).files["model.pt"]["size"] == 6 * 1024 * 1024
     rig.reg.promote(KIND, info.version, reason="big")
     assert_registry_sound(rig.observer, [("promote", info.version)])
+
+
+@pytest.mark.parametrize("what", ["GET */files/*", "GET */manifest.json", "GET */metrics.json"])
+def test_download_broken_midway(rig: Rig, what: str) -> None:
+    """Replies cut off mid-body (twice) while a version is fetched: the fetch completes
+    with every file verified, and leaves no partial file in the destination."""
+    v0 = rig.versions[0]
+    rig.proxy.add_rule(what, "truncate_reply", times=2)
+    dest = rig.reg.fetch(KIND, v0, rig.tmp_path / "fetched")
+    assert rig.proxy.count("truncate_reply") == 2
+    expected = rig.tmp_path / "src0"
+    for path in expected.rglob("*"):
+        if path.is_file():
+            assert (dest / path.relative_to(expected)).read_bytes() == path.read_bytes()
+    assert sorted(p.name for p in dest.rglob("*") if p.is_file()) == sorted(
+        p.name for p in expected.rglob("*") if p.is_file()
+    )

@@ -196,3 +196,12 @@ def test_after_lets_the_first_matches_pass(proxy: FaultProxy, upstream: _Upstrea
         _call(proxy, "PUT", "/b/k2", b"x")
     assert _call(proxy, "PUT", "/b/k3", b"x")[0] == 200
     assert [path for _, path, _ in upstream.applied] == ["/b/k0", "/b/k1", "/b/k3"]
+
+
+def test_truncate_reply_sends_half_then_resets(proxy: FaultProxy, upstream: _Upstream) -> None:
+    """truncate_reply: the server applies the request; the client gets the headers and
+    part of the body, then the connection breaks."""
+    proxy.add_rule("PUT *", "truncate_reply")
+    with pytest.raises((http.client.IncompleteRead, ConnectionError)):
+        _call(proxy, "PUT", "/b/long", b"y" * 10_000)
+    assert upstream.applied == [("PUT", "/b/long", b"y" * 10_000)]
