@@ -136,6 +136,23 @@ def test_transcribe_matches_the_engine_and_names_the_version(
     assert ends == sorted(ends) and (not ends or ends[-1] <= body["duration_s"] + 0.05)
 
 
+def test_concurrent_requests_are_batched_not_shed(server: Server, realaudio: Path) -> None:
+    """Twelve concurrent transcriptions and embeddings all succeed: requests queue for the
+    adaptive batcher instead of being shed with 503 (BentoML's max_latency_ms)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    audio = (realaudio / CLIP).read_bytes()
+
+    def one(i: int) -> int:
+        route = "/v1/asr/transcribe" if i % 2 else "/v1/speaker/embed"
+        with server.client() as c:
+            return c.post(route, files={"audio": (CLIP, audio)}).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(one, range(24)))
+    assert statuses == [200] * 24
+
+
 def test_duplicate_hotwords_are_reported(server: Server, realaudio: Path) -> None:
     """A hotword repeated (after normalising) is answered in hotwords_ignored."""
     with server.client() as c:
