@@ -258,3 +258,23 @@ def test_reports_round_trip():
     assert AsrReport.from_dict(json.loads(json.dumps(asr.to_dict()))) == asr
     with pytest.raises(InvalidInput):
         decide(asr, spk)
+
+
+def test_false_promotions_stay_near_the_nominal_rate():
+    """Simulated pairs with no true gain (same difficulty per utterance, independent
+    noise) are promoted rarely even with a zero margin (nominal 2.5%); pairs with a true
+    gain of about 2.5 points of acc are promoted almost always."""
+    cfg = GateConfig(asr_min_gain=0.0, n_boot=200)
+    rng = np.random.default_rng(11)
+
+    def promoted(shift: int) -> int:
+        count = 0
+        for _ in range(60):
+            base = rng.integers(0, 12, size=120)
+            prod = np.clip(base + rng.integers(-3, 4, size=120), 0, None)
+            cand = np.clip(base - shift + rng.integers(-3, 4, size=120), 0, None)
+            count += gate_asr(_asr("c", cand), _asr("p", prod), cfg).promote
+        return count
+
+    assert promoted(0) <= 4  # at most ~7% of 60 (expected 1.5)
+    assert promoted(1) >= 54  # one error fewer per 40-character utterance
