@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from speechloop.config import Settings
-from speechloop.errors import IntegrityError, StoreError
+from speechloop.errors import IntegrityError, ModelUnavailable, StoreError
 from speechloop.storage.s3 import MinioStore
 from tests.integration.conftest import S3Server, free_port, unique_bucket
 from tests.integration.faultproxy import FaultProxy
@@ -118,9 +118,10 @@ def test_unreadable_production_alias_is_an_error_not_the_seed(
 def test_resolution_uses_the_seed_only_for_an_empty_registry(
     s3_server: S3Server, fault_proxy: FaultProxy, tmp_path: Path
 ) -> None:
-    """On an empty registry the seed is resolved; with a version published but the store
-    then resetting every request, resolution raises a StoreError naming the step; with a
-    torn production alias, an IntegrityError naming it."""
+    """On an empty registry the seed is resolved. Once a version is published: a store
+    resetting every request is a StoreError naming the step (also for a pinned version);
+    a torn production alias or a tampered production version an IntegrityError naming it;
+    versions without a production alias are ModelUnavailable. Never the seed."""
     from speechloop.context import AppContext
 
     bucket = unique_bucket("models")
@@ -138,10 +139,22 @@ def test_resolution_uses_the_seed_only_for_an_empty_registry(
     fault_proxy.add_rule("* *", "reset", times=None)
     with pytest.raises(StoreError, match=r"asr model .*production alias"):
         AppContext(settings).resolve_model("asr")
+    pinned = settings.model_copy(update={"asr_version": version})
+    with pytest.raises(StoreError, match=version):
+        AppContext(pinned).resolve_model("asr")
     fault_proxy.clear_rules()
     direct = MinioStore.from_settings(s3_server.settings())
+    good_alias = direct.get_bytes(bucket, "asr/aliases/production")
     direct.put_bytes(bucket, "asr/aliases/production", b"{torn")
     with pytest.raises(IntegrityError, match="production"):
+        AppContext(settings).resolve_model("asr")
+    direct.put_bytes(bucket, "asr/aliases/production", good_alias)
+    direct.put_bytes(bucket, f"asr/versions/{version}/files/model.pt", b"tampered")
+    fresh = settings.model_copy(update={"work_dir": tmp_path / "fresh"})  # no cached copy
+    with pytest.raises(IntegrityError, match=r"model\.pt"):
+        AppContext(fresh).resolve_model("asr")
+    direct.delete(bucket, "asr/aliases/production")
+    with pytest.raises(ModelUnavailable, match="no production alias"):
         AppContext(settings).resolve_model("asr")
 
 
