@@ -94,3 +94,14 @@ def test_prefect_yaml_deployments_are_valid_and_schedules_are_off() -> None:
         match = triggers[0].model_dump(mode="json")["match"]
         assert match["prefect.resource.id"] == f"speechloop.batch.{kind}.*"
         assert triggers[0].threshold >= 1
+
+
+def test_io_tasks_retry_only_store_and_network_faults() -> None:
+    """The retry condition of the I/O tasks: a store outage is retried, bad input is not."""
+    from prefect.states import Failed
+
+    from flows.tasks import transient
+    from speechloop.errors import StoreUnavailable
+
+    assert transient(None, None, Failed(data=StoreUnavailable("store down")))  # type: ignore[arg-type]
+    assert not transient(None, None, Failed(data=InvalidInput("bad row")))  # type: ignore[arg-type]
