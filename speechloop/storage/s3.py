@@ -268,7 +268,10 @@ class MinioStore(ObjectStore):
         """Hash the file, then stream it (multipart above 5 MiB) with the sha256 header.
 
         The upload re-hashes what it sends and aborts if the file changed in between,
-        so the recorded checksum always matches the stored bytes.
+        so the recorded checksum always matches the stored bytes. A multipart upload
+        whose completion reply was lost is retried as a whole: the SDK's abort then
+        meets an upload the server already completed (NoSuchUpload), which must not
+        hide the transient fault behind it.
         """
         validate_key(key)
         path = Path(path)
@@ -279,13 +282,19 @@ class MinioStore(ObjectStore):
         def put() -> str:
             with path.open("rb") as raw:
                 reader = _CheckedReader(raw, sha, size, path)
-                result = self.client.put_object(
-                    bucket_name=bucket,
-                    object_name=key,
-                    data=cast(BinaryIO, reader),
-                    length=size,
-                    metadata={"sha256": sha},
-                )
+                try:
+                    result = self.client.put_object(
+                        bucket_name=bucket,
+                        object_name=key,
+                        data=cast(BinaryIO, reader),
+                        length=size,
+                        metadata={"sha256": sha},
+                    )
+                except S3Error as exc:
+                    cause = exc.__context__
+                    if exc.code == "NoSuchUpload" and cause is not None and is_transient(cause):
+                        raise cause from None  # the abort after a lost reply: retry the put
+                    raise
             return str(result.etag).strip('"')
 
         etag = self._call(put, "put", bucket, key)
