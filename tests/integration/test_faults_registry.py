@@ -365,3 +365,24 @@ def test_download_broken_midway(rig: Rig, what: str) -> None:
     assert sorted(p.name for p in dest.rglob("*") if p.is_file()) == sorted(
         p.name for p in expected.rglob("*") if p.is_file()
     )
+
+
+def test_verify_reports_production_out_of_step_with_history(rig: Rig) -> None:
+    """Production put back to a record the history has moved past (the damage finding 2
+    did before the fix, or a restore from a backup): verify reports that production is
+    not the history's last change, and repair does not paper over it by rewriting the
+    previous mirror to match."""
+    from speechloop.registry import check
+
+    v0, v1, _ = rig.versions
+    reg = rig.observer
+    reg.promote(KIND, v0, reason="a")
+    reg.promote(KIND, v1, reason="b")
+    stale = reg.store.get_bytes(reg.bucket, f"{KIND}/aliases/production")
+    reg.rollback(KIND, reason="c")
+    reg.store.put_bytes(reg.bucket, f"{KIND}/aliases/production", stale)
+    for step in ("inspect", "after repair"):
+        if step == "after repair":
+            check.repair(reg, KIND)
+        findings = [str(f) for f in check.inspect(reg, KIND).findings]
+        assert any("history" in f for f in findings), f"{step}: {findings}"
