@@ -72,7 +72,7 @@ from speechloop.demo.story import (  # noqa: E402
     spk_probes,
 )
 
-ASR_PROBES = 12
+ASR_PROBES = 60  # at most: the golden clips with names
 SPK_SPEAKERS = 4
 
 
@@ -481,22 +481,32 @@ def _quiet_export() -> Iterator[None]:
 # -- printing -----------------------------------------------------------------------------
 
 
-def asr_table(title: str, runs: list[AsrAnswers]) -> Table:
-    """One row per probe: its names and, per version, the answer with hotwords."""
+def asr_table(title: str, runs: list[AsrAnswers], limit: int = 12) -> Table:
+    """The probes whose answer with hotwords differs between the versions (up to
+    ``limit``; all probes if none differs), and totals over every probe."""
     table = Table(title=title, show_lines=False, title_justify="left")
     table.add_column("clip")
     table.add_column("hotwords")
     for run in runs:
         table.add_column(f"{run.version}")
-    for i, first in enumerate(runs[0].answers):
+    rows = range(len(runs[0].answers))
+    changed = [i for i in rows if len({r.answers[i].text for r in runs}) > 1]
+    for i in (changed or list(rows))[:limit]:
+        first = runs[0].answers[i]
         cells = [first.probe.removeprefix("eval-asr-golden-"), ", ".join(first.hotwords)]
         for run in runs:
             answer = run.answers[i]
             mark = "[green]✓[/]" if answer.recognised == len(answer.hotwords) else "[red]✗[/]"
             cells.append(f"{mark} {answer.text}")
         table.add_row(*cells)
-    totals = ["", "names recognised"]
-    totals += [f"{r.recognised}/{r.names} (without hotwords {r.recognised_plain})" for r in runs]
+    if len(changed) > limit:
+        table.add_row("…", f"{len(changed) - limit} more changed", *[""] * len(runs))
+    totals = [f"all {len(rows)}", f"{len(changed)} answers changed"]
+    totals += [
+        f"names recognised {r.recognised}/{r.names} (without hotwords {r.recognised_plain}); "
+        f"CER {r.cer():.1%} (without hotwords {r.cer(hotwords=False):.1%})"
+        for r in runs
+    ]
     table.add_row(*totals, style="bold")
     return table
 
@@ -665,9 +675,12 @@ def _say_one_clip(show: Show, answers: AsrAnswers) -> None:
     show.say(f"  without hotwords ({answers.version}): {first.plain_text}")
     show.say(f"  with hotwords {list(first.hotwords)}: {first.text}  "
              f"(found {list(first.found)})")  # fmt: skip
-    show.say(f"over {len(answers.answers)} golden clips the seed recognises "
-             f"{answers.recognised}/{answers.names} names with their hotwords, "
-             f"{answers.recognised_plain} without")  # fmt: skip
+    show.say(
+        f"over {len(answers.answers)} golden clips (new voices, new names) the seed recognises "
+        f"{answers.recognised}/{answers.names} names with their hotwords, "
+        f"{answers.recognised_plain} without; CER {answers.cer():.1%} with hotwords, "
+        f"{answers.cer(hotwords=False):.1%} without"
+    )
 
 
 def _say_ledger(show: Show, lines: list[Any]) -> None:

@@ -150,6 +150,15 @@ class AsrAnswers:
         """Names that occur in the answers without hotwords."""
         return sum(sum(h in a.plain_text for h in a.hotwords) for a in self.answers)
 
+    def cer(self, *, hotwords: bool = True) -> float:
+        """Character error rate of the answers (with or without hotwords) against the
+        transcripts (:mod:`speechloop.asr.metrics`, normalised characters)."""
+        from speechloop.asr.metrics import score_corpus
+
+        refs = [a.expected for a in self.answers]
+        hyps = [a.text if hotwords else a.plain_text for a in self.answers]
+        return score_corpus(refs, hyps).cer
+
 
 def ask_asr(client: ServiceClient, probes: Sequence[AsrProbe]) -> AsrAnswers:
     """Transcribe every probe with and without its hotwords."""
