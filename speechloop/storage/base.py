@@ -144,9 +144,11 @@ class ObjectStore(abc.ABC):
         """Repair what killed writers left under ``prefix``; report what was done.
 
         The default has nothing to do: on S3 a write becomes visible only when it
-        completed, so nothing can be torn (abandoned multipart uploads are the server's
-        lifecycle rules' business). :class:`~speechloop.storage.local.LocalStore`
-        overrides it.
+        completed, so nothing can be torn. A killed multipart upload leaves only
+        invisible parts, which MinIO purges itself after 24 h (its
+        ``api stale_uploads_expiry`` setting) and AWS S3 with an
+        AbortIncompleteMultipartUpload lifecycle rule.
+        :class:`~speechloop.storage.local.LocalStore` overrides it.
         """
         del prefix  # nothing is ever torn, whatever the prefix
         return RecoveryReport(bucket)
