@@ -132,11 +132,12 @@ def _ingestor(ctx: AppContext, kind: Kind) -> Ingestor:
 
 
 def _production(ctx: AppContext, kind: Kind) -> tuple[ResolvedModel, str | None]:
-    """The parent model: the production alias, else what the context serves (the seed)."""
+    """The parent: the production version; the shipped seed while nothing is in production
+    (an empty registry, or only rejected candidates)."""
     alias = ctx.registry.get_alias(kind, "production")
     if alias is not None:
         return ctx.resolve_model(kind, alias.version), alias.version
-    return ctx.resolve_model(kind), None
+    return ctx.resolve_model(kind, "seed"), None
 
 
 def plan_run(
