@@ -194,15 +194,16 @@ def _write_forever(root: str, seed: int) -> None:
 def test_sigkilled_writers_never_leave_an_unreadable_object(tmp_path: Path) -> None:
     """Writers SIGKILLed at random moments, over and over (two at a time): after each
     kill every object reads as one of the values ever written, stat agrees with the
-    bytes, and recover finds nothing it cannot fix. The loop runs until it has seen
-    writes interrupted mid-commit (or 150 kills) and checks that it saw some."""
+    bytes, and recover finds nothing it cannot fix. The loop runs at least 20 rounds and
+    until it has seen 5 writes interrupted mid-commit (at most 150), and checks that it
+    saw some."""
     root = tmp_path / "store"
     LocalStore(root).ensure_bucket("bkt")
     for key in KEYS:
         LocalStore(root).put_bytes("bkt", key, VALUES[0])
     rng = random.Random(12)
     interrupted = kills = 0
-    while kills < 150 and interrupted < 5:
+    while kills < 150 and (kills < 20 or interrupted < 5):
         writers = [CTX.Process(target=_write_forever, args=(str(root), kills + i)) for i in (0, 1)]
         for writer in writers:
             writer.start()
