@@ -82,8 +82,8 @@ def run(spec):
     if spec["backend"] == "local":
         store = LocalStore(Path(spec["root"]))
     else:
-        store = MinioStore(spec["endpoint"], access_key="testing", secret_key="testing",
-                           retries=2, backoff_s=0.01)
+        store = MinioStore(spec["endpoint"], access_key=spec["access_key"],
+                           secret_key=spec["secret_key"], retries=2, backoff_s=0.01)
     reg = ModelRegistry(store, spec["models"])
     rng = random.Random(spec["seed"])
     with open(spec["log"], "a", buffering=1) as log:
@@ -161,7 +161,12 @@ def arena(request: pytest.FixtureRequest, tmp_path: Path) -> Arena:
             "SPEECHLOOP_S3_ACCESS_KEY": server.access_key,
             "SPEECHLOOP_S3_SECRET_KEY": server.secret_key,
         }
-        spec = {"endpoint": server.endpoint, "src": str(src)}
+        spec = {
+            "endpoint": server.endpoint,
+            "access_key": server.access_key,
+            "secret_key": server.secret_key,
+            "src": str(src),
+        }
         made = _arena("s3", MinioStore.from_settings(server.settings()), spec, env)
     for seed in range(3):
         model = make_model(tmp_path / f"v{seed}", seed)
