@@ -108,6 +108,7 @@ class ModelSlot(Generic[T]):
         log.info("%s alias moved", self.kind, extra={"to": target, "from": self._loaded.version})
         try:
             new = self._loader(target)
+            self._install(new)  # its swap hook (re-enrolment) failing refuses it too
         except StoreError as exc:  # transient: try again at the next check
             log.warning("cannot fetch %s %s", self.kind, target, extra={"why": str(exc)})
             return "unreadable"
@@ -123,7 +124,6 @@ class ModelSlot(Generic[T]):
             )
             _count_swap(self.kind, "refused")
             return "refused"
-        self._install(new)
         return "swapped"
 
     def _install(self, new: Loaded[T]) -> None:
@@ -162,7 +162,10 @@ class ModelSlot(Generic[T]):
         if self._alias is None:
             return
         while not self._stop.wait(self._interval_s):
-            self.check_once()
+            try:
+                self.check_once()
+            except Exception:  # the watcher must outlive any surprise; the model still serves
+                log.exception("%s alias watcher step failed", self.kind)
 
 
 def _count_swap(kind: str, outcome: str) -> None:

@@ -161,3 +161,21 @@ def test_background_thread_loads_then_watches() -> None:
         assert slot.current().version == "v9"
     finally:
         slot.stop()
+
+
+def test_failing_swap_hook_refuses_the_version() -> None:
+    """When the swap hook (re-enrolment) fails for a version, that version is refused and
+    the old one keeps serving; the next version is followed again."""
+    reg = Registry()
+
+    def hook(new: Loaded[FakeModel], old: Loaded[FakeModel] | None) -> None:
+        if new.version == "v2":
+            raise IntegrityError("enrolment audio spk/enrolment/x/1.wav is corrupt")
+
+    slot = _slot(reg, on_swap=hook)
+    slot.load_initial()
+    reg.alias = "v2"
+    assert slot.check_once() == "refused" and slot.current().version == "v1"
+    assert "corrupt" in slot.refused["v2"]
+    reg.alias = "v3"
+    assert slot.check_once() == "swapped" and slot.current().version == "v3"
