@@ -145,7 +145,13 @@ class SpeakerService:
         started = time.perf_counter()
         if req.speaker_id is not None:
             check_speaker(req.speaker_id)
-            score = self.runtime.ctx.voiceprints.verify(embedder, probe, req.speaker_id)
+            voiceprints = self.runtime.ctx.voiceprints
+            try:
+                score = voiceprints.verify(embedder, probe, req.speaker_id)
+            except NotFound:  # enrolled on the old version during a swap: catch up once
+                if not sync_voiceprints(voiceprints, embedder):
+                    raise
+                score = voiceprints.verify(embedder, probe, req.speaker_id)
             waves = [probe]
         else:
             assert req.pcm_b is not None
