@@ -201,8 +201,12 @@ class Server:
                 self.process.wait()
 
     def rss_mb(self) -> float:
-        """RSS of all the server's processes."""
+        """RSS of all the server's processes (MiB)."""
         return tree_rss_mb(self.process.pid)[0]
+
+    def processes(self) -> int:
+        """How many processes the server runs."""
+        return tree_rss_mb(self.process.pid)[1]
 
 
 def start(system: str, store: Path, funasr_dir: Path, threads: int) -> Server:
@@ -364,7 +368,7 @@ def bench_system(system: str, args: argparse.Namespace, store: Path, funasr_dir:
         for endpoint in endpoints:  # warm-up: every clip once, then a short burst
             asyncio.run(run_load(server, [endpoint], 1, 0.1 * len(clips), clips))
             asyncio.run(run_load(server, [endpoint], 4, 2.0, clips))
-        out["rss_mb_warm"] = server.rss_mb()
+        out["rss_mb_warm"], out["processes"] = server.rss_mb(), server.processes()
         for endpoint in endpoints:
             for c in args.levels:
                 before = load_avg()
@@ -408,14 +412,20 @@ def _row_line(row: dict[str, Any]) -> str:
 
 
 def ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """service vs funasr (transcribe): throughput ratio and p99s per concurrency."""
+    """service vs funasr (transcribe): throughput ratio and p99s per concurrency, only
+    where neither side had an error (a failing side's figures compare nothing)."""
     by = {(r["system"], r["endpoint"], r["concurrency"]): r for r in rows}
     out: dict[str, Any] = {}
     for (system, endpoint, c), row in by.items():
         base = by.get(("funasr", "transcribe", c))
-        if system == "funasr" or endpoint != "transcribe" or not base or not base["rps"]:
+        if system == "funasr" or endpoint != "transcribe" or not base:
             continue
-        out[f"{system} vs funasr, c={c}"] = {
+        name = f"{system} vs funasr, c={c}"
+        if row["errors"] or base["errors"] or not base["rps"]:
+            out[name] = {"compared": False, "errors": [row["errors"], base["errors"]]}
+            continue
+        out[name] = {
+            "compared": True,
             "throughput_x": round(row["rps"] / base["rps"], 2),
             "p99_ms": [row["p99_ms"], base["p99_ms"]],
         }
@@ -508,9 +518,14 @@ def table(doc: dict[str, Any]) -> str:
                       f"{sus['rps']:.2f} req/s, p99 {sus['p99_ms']} ms; RSS of the serving "
                       f"processes {sus['rss_mb_before']} MiB -> {sus['rss_mb_after']} MiB "
                       f"({sus['rss_growth_pct']:+.1f}%)."]  # fmt: skip
+    lines.append("")
     for name, r in meta["ratios"].items():
-        lines.append(f"- {name}: {r['throughput_x']}x throughput, p99 {r['p99_ms'][0]} vs "
-                     f"{r['p99_ms'][1]} ms")  # fmt: skip
+        if r["compared"]:
+            lines.append(f"- {name}: {r['throughput_x']}x throughput, p99 {r['p99_ms'][0]} "
+                         f"vs {r['p99_ms'][1]} ms")  # fmt: skip
+        else:
+            lines.append(f"- {name}: not compared, failed requests {r['errors'][0]} vs "
+                         f"{r['errors'][1]}")  # fmt: skip
     return "\n".join(lines)
 
 
