@@ -395,7 +395,10 @@ class Story:
         from speechloop.loop.config import RetrainOptions
 
         flow = retrain_asr if kind == "asr" else retrain_spk
-        options = RetrainOptions(small=True, epochs=epochs, reason=f"demo: {step}")
+        options = RetrainOptions(
+            small=True, epochs=epochs, reason=f"demo: {step}",
+            confidence=self.sizes.gate_confidence, margin=self.sizes.gate_margin,
+        )  # fmt: skip
         with temporary_settings({PREFECT_API_URL: f"{self.prefect.url}/api"}), _quiet_export():
             result: dict[str, Any] = flow(options=options)
         self.write_report(result)
@@ -610,15 +613,20 @@ def run(story: Story) -> int:
                  "batch, a row without a speaker")  # fmt: skip
 
     sizes = story.sizes
+    after: dict[str, Any] = {}
     for kind, epochs in (("asr", sizes.asr_epochs), ("spk", sizes.spk_epochs)):
         show.step(f"retrain-{kind} through Prefect: fine-tune, score, gate, publish, deploy")
-        with show.console.status(f"retrain-{kind} running (progress in the Prefect UI)…"):
-            result, reused = story.retrain(kind, f"retrain-{kind}", epochs)
+        result, reused = story.retrain(kind, f"retrain-{kind}", epochs)
         show_result(show, result, reused, story.journal.when(f"retrain-{kind}"))
+        if result["status"] != "promoted":
+            show.say(f"[yellow]{kind} production unchanged: the service keeps serving "
+                     f"{story.client.served()[kind]}[/]")  # fmt: skip
+            continue
         show.step(f"The service follows {kind} production without a restart")
         version, seconds = story.wait_served(kind)
         show.say(f"{kind} now served: {version} (seen {seconds:.1f} s after asking)")
         asr1, spk1 = story.ask()
+        after[kind] = asr1 if kind == "asr" else spk1
         if kind == "asr":
             show.table(asr_table("ASR answers with hotwords, before → now", [asr0, asr1]))
         else:
@@ -633,17 +641,7 @@ def run(story: Story) -> int:
     show.say(f"the service still serves asr {served['asr']} (candidate {result['candidate']} "
              "never served)")  # fmt: skip
 
-    show.step("Roll the speaker model back; the service follows")
-    rolled, reused = story.rollback("spk")
-    if reused:
-        show.reused(f"the rollback of {story.journal.when('rollback-spk')}")
-    show.say(f"spk production {rolled['previous']} → {rolled['version']}; voiceprints "
-             f"re-enrolled: {', '.join(rolled['reenrolled']) or '-'}")  # fmt: skip
-    version, seconds = story.wait_served("spk")
-    show.say(f"spk now served: {version} (seen {seconds:.1f} s after asking)")
-    _, spk2 = story.ask()
-    show.table(spk_table("speaker answers: seed, promoted, after the rollback",
-                         [spk0, spk1, spk2]))  # fmt: skip
+    rollback_story(story, asr0, spk0, after)
 
     show.step("The data ledger: every batch consumed once, every row accounted for")
     lines = ledger_lines(story.ctx)
@@ -654,6 +652,32 @@ def run(story: Story) -> int:
 
     where(story)
     return 1 if problems else 0
+
+
+def rollback_story(story: Story, asr0: AsrAnswers, spk0: SpkAnswers, after: dict[str, Any]) -> None:
+    """Roll back the speaker model (or, if only ASR was promoted, the ASR model) and show
+    the service follow with the answers it gave before."""
+    show = story.show
+    if not after:
+        show.step("Roll a model back")
+        show.say("[yellow]nothing was promoted, so there is nothing to roll back[/]")
+        return
+    kind = "spk" if "spk" in after else "asr"
+    show.step(f"Roll the {kind} model back; the service follows")
+    rolled, reused = story.rollback(kind)
+    if reused:
+        show.reused(f"the rollback of {story.journal.when(f'rollback-{kind}')}")
+    show.say(f"{kind} production {rolled['previous']} → {rolled['version']}; voiceprints "
+             f"re-enrolled: {', '.join(rolled['reenrolled']) or '-'}")  # fmt: skip
+    version, seconds = story.wait_served(kind)
+    show.say(f"{kind} now served: {version} (seen {seconds:.1f} s after asking)")
+    asr2, spk2 = story.ask()
+    if kind == "spk":
+        runs = [spk0, *([after["spk"]] if "spk" in after else []), spk2]
+        show.table(spk_table("speaker answers: seed, promoted, after the rollback", runs))
+    else:
+        runs_asr = [asr0, *([after["asr"]] if "asr" in after else []), asr2]
+        show.table(asr_table("ASR answers: seed, promoted, after the rollback", runs_asr))
 
 
 def _say_corpus(show: Show, corpus: dict[str, Any]) -> None:

@@ -60,23 +60,29 @@ class StorySizes:
     asr_epochs: int
     spk_epochs: int
     bad_epochs: int = 1
+    #: gate overrides (None: the configured gate, 95% confidence, margins 0.005)
+    gate_confidence: float | None = None
+    gate_margin: float | None = None
 
     @classmethod
     def demo(cls) -> StorySizes:
         """``make demo``: golden sets big enough for the default gate (95%, margin 0.005)."""
         return cls(
-            voices_heldout=8, names_heldout=20, golden_asr=60, spk_eval_utts=6,
+            voices_heldout=8, names_heldout=20, golden_asr=100, spk_eval_utts=6,
             old_asr=100, old_spk=40, new_batches=2, new_asr_per_batch=150,
             new_spk_per_batch=80, bad_asr=100, asr_epochs=3, spk_epochs=6,
         )  # fmt: skip
 
     @classmethod
     def small(cls) -> StorySizes:
-        """The end-to-end test: fewer rows and epochs."""
+        """The end-to-end test: fewer rows and a gate at 80% confidence and margin 0 (as
+        the flows' integration test): sets this small cannot show a short CPU run's gain
+        at 95%, and the test is about the loop's plumbing, not the gate's statistics."""
         return cls(
             voices_heldout=8, names_heldout=15, golden_asr=40, spk_eval_utts=6,
-            old_asr=40, old_spk=24, new_batches=1, new_asr_per_batch=150,
-            new_spk_per_batch=80, bad_asr=60, asr_epochs=3, spk_epochs=6,
+            old_asr=40, old_spk=24, new_batches=1, new_asr_per_batch=200,
+            new_spk_per_batch=160, bad_asr=60, asr_epochs=3, spk_epochs=6,
+            gate_confidence=0.8, gate_margin=0.0,
         )  # fmt: skip
 
 
