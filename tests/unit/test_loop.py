@@ -375,3 +375,24 @@ def test_cli_retrain_reports_no_new_data(tmp_path: Path, monkeypatch: pytest.Mon
         get_settings.cache_clear()
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout)["status"] == "no_new_data"
+
+
+def test_the_training_directory_is_keyed_by_what_decides_the_training(tmp_path: Path) -> None:
+    """A re-run of a killed run (same parent, batches, config; new run id) trains in the
+    same directory, so the trainers resume from their checkpoints; other inputs do not."""
+    from speechloop.context import ResolvedModel
+    from speechloop.data.ingest import BatchReport, IngestResult
+    from speechloop.loop.training_set import TrainingSet
+
+    def plan(run_id: str, batches: list[str], epochs: int = 2) -> RunPlan:
+        ingest = IngestResult(run_id, "spk", False, [
+            BatchReport("spk", b, "sha", 1, 1, 0, {}, None, False) for b in batches
+        ])  # fmt: skip
+        parent = ResolvedModel("spk", "v1", tmp_path, "production")
+        return RunPlan("spk", run_id, "v2", RetrainConfig.small(epochs=epochs), ingest,
+                       TrainingSet([]), tmp_path / "runs" / f"spk-{run_id}", parent)  # fmt: skip
+
+    first = plan("run-a", ["b1", "b2"]).train_dir
+    assert plan("run-b", ["b1", "b2"]).train_dir == first
+    assert plan("run-b", ["b1"]).train_dir != first
+    assert plan("run-b", ["b1", "b2"], epochs=3).train_dir != first
