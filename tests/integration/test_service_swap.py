@@ -88,6 +88,9 @@ def test_swap_under_load_drops_no_request(server: Server, realaudio: Path) -> No
     for t in threads:
         t.start()
     try:
+        server.wait_until(
+            lambda: {r[0] for r in load.results} == {j[0] for j in jobs}, 60, "traffic before"
+        )
         ctx = server.context()
         for kind, version in new.items():
             ctx.registry.promote(kind, version, reason="hot swap test")
@@ -99,7 +102,16 @@ def test_swap_under_load_drops_no_request(server: Server, realaudio: Path) -> No
         server.wait_until(swapped, 90, "both models swapped")
         with server.client() as c:
             assert c.get("/readyz").status_code == 200
-        server.wait_until(lambda: len(load.results) > 20, 60, "traffic after the swap")
+
+        def served_by_new() -> bool:
+            with load.lock:
+                done = list(load.results)
+            return all(
+                sum(1 for r, _, v in done if r == route and v in new.values()) >= 3
+                for route, _, _ in jobs
+            )
+
+        server.wait_until(served_by_new, 90, "traffic after the swap")
     finally:
         load.stop.set()
         for t in threads:
