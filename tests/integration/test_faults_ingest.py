@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import random
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -331,6 +332,43 @@ def test_second_consumer_with_lost_replies(bench: Bench) -> None:
     assert sorted(outcomes["a"]) == sorted(bench.rows)
     assert "already committed by run" in outcomes["b"]
     assert_consumed_once(bench, [run_a, run_b])
+
+
+def test_racing_consumers_through_lost_replies(bench: Bench) -> None:
+    """Two consumers ingest and commit the same batches at once, each through its own
+    store, while one reply in eight is lost: each batch is committed by exactly one of
+    them (the other is told who has it), every row is consumed once."""
+    rng = random.Random(11)
+    bench.proxy.add_rule(lambda _r: rng.random() < 0.125, "drop_reply", times=None)
+    settings = bench.settings.model_copy(update={"store_retries": 6})
+    barrier = threading.Barrier(2)
+    runs: dict[str, IngestResult] = {}
+    lost: dict[str, str] = {}
+    errors: list[Exception] = []
+
+    def consume(name: str) -> None:
+        ingestor = Ingestor(
+            proxied_store(settings), bench.bucket, bench.work / name, "asr", settings
+        )
+        try:
+            barrier.wait()
+            runs[name] = ingestor.run(run_id=f"run-{name}")
+            ingestor.commit(runs[name])
+        except Conflict as exc:
+            lost[name] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - asserted empty in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consume, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert all("already committed by run" in why for why in lost.values())
+    assert bench.proxy.count("drop_reply") > 0
+    bench.proxy.clear_rules()
+    assert_consumed_once(bench, list(runs.values()))
 
 
 # -- a dead or paused store (finding 6) ---------------------------------------------------
