@@ -31,6 +31,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    "--use-fake-ui-for-media-stream",  # grant the microphone without a prompt
+    "--use-fake-device-for-media-stream",  # a synthetic microphone (a beeping tone)
 ]
 ARTIFACTS = ROOT / "tests" / "artifacts" / "ui"
 CLIP = "zh_asr_example.wav"
@@ -188,3 +190,26 @@ def test_errors_are_shown_not_swallowed(page: Page, realaudio: Path) -> None:
     page.click("#transcribe")
     expect(page.locator("#asr-error")).to_contain_text(re.compile(r"HTTP 4\d\d: \w+"))
     expect(page.locator("#asr-error")).to_contain_text("notes.wav")
+
+
+def test_recording_in_the_browser_is_sent_as_wav(page: Page, server: Server) -> None:
+    """Record (Chromium's synthetic microphone), stop, transcribe: the page converts the
+    recording to 16 kHz WAV, the service accepts it and the served version is shown."""
+    _enter_key(page, KEYS[0])
+    page.click("#record")
+    expect(page.locator("#record")).to_have_text("Stop")
+    page.wait_for_timeout(1500)
+    page.click("#record")
+    expect(page.locator("#record-status")).to_contain_text("Recorded")
+    header = page.evaluate(
+        "async () => { const f = document.querySelector('#asr-preview').src;"
+        " const b = await (await fetch(f)).arrayBuffer();"
+        " const v = new DataView(b); return [v.getUint32(24, true), v.getUint16(22, true),"
+        " b.byteLength]; }"
+    )
+    assert header[0] == 16_000 and header[1] == 1 and header[2] > 16_000, header
+    page.click("#transcribe")
+    expect(page.locator("#asr-result")).to_be_visible()
+    version = server.models()["asr"]["version"]
+    assert f"asr:{version}" in page.inner_text("#asr-version")
+    assert page.locator("#asr-error").is_hidden()
