@@ -19,16 +19,26 @@ if TYPE_CHECKING:
 
 
 def score_asr_dir(
-    model_dir: Path, version: str, rows: Sequence[AsrRow], *, eval_set: str, device: str = "cpu"
+    model_dir: Path,
+    version: str,
+    rows: Sequence[AsrRow],
+    *,
+    eval_set: str,
+    device: str | None = None,
 ) -> AsrReport:
-    """Decode ``rows`` without hotwords and with the set's shared list; per-utterance report."""
+    """Decode ``rows`` without hotwords and with the set's shared list; per-utterance report.
+
+    ``device`` None: CUDA (with mixed precision) when present, else the CPU.
+    """
     from speechloop.asr.evaluation import decode_rows
     from speechloop.asr.inference import Transcriber
     from speechloop.asr.model import load_from_dir
     from speechloop.gating.asr_report import build_asr_report, shared_list
+    from speechloop.training.device import select_device
 
-    loaded = load_from_dir(model_dir, device=device, version=version)
-    transcriber = Transcriber(loaded, max_hotwords=1000)
+    plan = select_device(device)
+    loaded = load_from_dir(model_dir, device=plan.device, version=version)
+    transcriber = Transcriber(loaded, max_hotwords=1000, mixed_precision=plan.mixed_precision)
     names = shared_list([r.hotwords for r in rows])
     with_list = (
         decode_rows(transcriber, rows, "all") if names else decode_rows(transcriber, rows, "none")
@@ -47,9 +57,9 @@ def score_spk_dir(
     import dataclasses
 
     from speechloop.gating.spk_report import build_spk_report
-    from speechloop.speaker.device import select_device
     from speechloop.speaker.finetune.trainer import evaluate_scores
     from speechloop.speaker.loading import load_model_dir
+    from speechloop.training.device import select_device
 
     model = dataclasses.replace(load_model_dir(model_dir), version=version)
     where = select_device(device).device
