@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     )
     min_audio_s: float = Field(default=0.3, gt=0)
     max_audio_s: float = Field(default=30.0, gt=0)
+    min_chars_per_s: float = Field(
+        default=0.2, ge=0, description="ASR rows: fewest transcript characters per audio second"
+    )
+    max_chars_per_s: float = Field(
+        default=35.0, gt=0, description="ASR rows: most transcript characters per audio second"
+    )
     asr_version: str | None = Field(
         default=None, description="pinned ASR version or alias ('seed': the shipped seed)"
     )

@@ -5,7 +5,9 @@ committed in the :class:`~speechloop.data.ledger.Ledger`, and for each batch:
 
 1. reads ``manifest.jsonl`` and validates every row (:mod:`speechloop.data.manifest`);
    each row's audio is fetched, decoded, resampled to 16 kHz mono, bounded in duration
-   and written as a 16-bit WAV under ``<work_dir>/<kind>/batches/<batch_id>/audio/<id>.wav``
+   (and an ASR row's transcript in characters per second of audio: text that cannot fit
+   its audio is quarantined) and written as a 16-bit WAV under
+   ``<work_dir>/<kind>/batches/<batch_id>/audio/<id>.wav``
    (a thread pool does this; paths are deterministic, writes atomic);
 2. writes the clean local ``manifest.jsonl``, ``quarantine.json`` and, last, ``done.json``
    (the manifest's sha256: a re-run with the same manifest reuses the local rows);
@@ -178,9 +180,16 @@ def _fetch_and_check(
         raise RowRejected(Reason.CORRUPT_OBJECT, f"audio {row.audio!r}: {exc}") from None
     except RowRejected:
         raise
-    except InvalidInput as exc:  # the store refuses the key
+    except InvalidInput as exc:  # the store refuses the key (or a link leaving the bucket)
         raise RowRejected(Reason.BAD_PATH, f"audio path {row.audio!r}: {exc}") from None
-    return check_audio(data, row, min_s=settings.min_audio_s, max_s=settings.max_audio_s)
+    return check_audio(
+        data,
+        row,
+        min_s=settings.min_audio_s,
+        max_s=settings.max_audio_s,
+        min_chars_per_s=settings.min_chars_per_s,
+        max_chars_per_s=settings.max_chars_per_s,
+    )
 
 
 def _materialise_row(
@@ -252,6 +261,8 @@ def _done_record(sha: str, settings: Settings) -> dict[str, Any]:
         "manifest_sha256": sha,
         "min_audio_s": settings.min_audio_s,
         "max_audio_s": settings.max_audio_s,
+        "min_chars_per_s": settings.min_chars_per_s,
+        "max_chars_per_s": settings.max_chars_per_s,
     }
 
 

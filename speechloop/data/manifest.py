@@ -7,7 +7,8 @@ not an object, or lacks a field is a *bad row*, never a crash: every bad row bec
 :class:`QuarantinedRow` with a machine-readable :class:`Reason` and a message naming the
 row (rows are numbered by their manifest line, from 1) and the problem.
 
-Field checks live here; :func:`check_audio` checks the decoded audio. Fetching the
+Field checks live here; :func:`check_audio` checks the decoded audio (duration, and an
+ASR row's speaking rate: see :data:`MAX_CHARS_PER_S`). Fetching the
 audio and writing the local copies is :mod:`speechloop.data.ingest`'s job.
 """
 
@@ -304,11 +305,37 @@ def parse_manifest(
     return rows_in, good, bad
 
 
-#: Transcript characters per second of audio (spaces included) that a row may have: fast
-#: read speech is 15-20; a 1 s clip labelled with thousands of words would poison a
-#: fine-tune. The lower bound is off by default (long silences are legitimate).
+#: Bounds on an ASR row's speaking rate: characters of normalised transcript (spaces
+#: included) per second of decoded audio. A row outside them cannot be a transcript of
+#: its audio (a 1 s clip labelled with 5,000 words, a 30 s clip labelled "a") and would
+#: poison a fine-tune, so it is quarantined (``text_audio_mismatch``). The settings
+#: ``SPEECHLOOP_MIN_CHARS_PER_S`` / ``SPEECHLOOP_MAX_CHARS_PER_S`` default to these.
+#:
+#: Measured (2026-12-01) on every ASR row, batches and golden sets, of the synthetic
+#: corpora (espeak-ng English): the ``demo`` preset, one ``finetune`` batch, and
+#: ``tiny`` batches at the slowest (0.85) and fastest (1.2) speaking rate, 344 rows:
+#: 11.2-22.2 characters per second (median 16.0, 1st-99th percentile 12.2-21.6 on
+#: ``demo``). Mandarin is slower: ``zh_asr_example.wav`` in ``../shared/realaudio``
+#: (its transcript in the FunASR repository has 19 characters, in 5.55 s) is 3.4, and
+#: read Mandarin runs about 3-6; fast English (250 words a minute) is about 24. Hence
+#: 35 (1.6 times the fastest synthetic row) and 0.2 (one character in 5 s of audio, so
+#: pauses and one-word answers in long clips pass).
 MAX_CHARS_PER_S = 35.0
-MIN_CHARS_PER_S = 0.0
+MIN_CHARS_PER_S = 0.2
+
+
+def _check_rate(text: str, audio: Audio, path: str, lo: float, hi: float) -> None:
+    """RowRejected(TEXT_AUDIO_MISMATCH) if ``text`` cannot be said in ``audio``'s duration."""
+    rate = len(text) / audio.duration_s
+    if lo <= rate <= hi:
+        return
+    side = "more" if rate > hi else "fewer"
+    raise RowRejected(
+        Reason.TEXT_AUDIO_MISMATCH,
+        f"text of {len(text)} characters cannot be what {audio.duration_s:.2f} s of audio "
+        f"{path!r} says: {rate:.1f} characters per second, {side} than the allowed "
+        f"{lo:g}-{hi:g} (SPEECHLOOP_MIN_CHARS_PER_S / SPEECHLOOP_MAX_CHARS_PER_S)",
+    )
 
 
 def check_audio(
@@ -317,8 +344,8 @@ def check_audio(
     *,
     min_s: float,
     max_s: float,
-    max_chars_per_s: float = MAX_CHARS_PER_S,
     min_chars_per_s: float = MIN_CHARS_PER_S,
+    max_chars_per_s: float = MAX_CHARS_PER_S,
 ) -> Audio:
     """Decode a row's audio to 16 kHz mono and check its duration, and that an ASR row's
     text can fit its audio (characters per second within bounds); RowRejected if bad."""
@@ -337,14 +364,7 @@ def check_audio(
             f"audio {row.audio!r} is {audio.duration_s:.2f} s, above the maximum {max_s} s",
         )
     if row.text:
-        rate = len(row.text) / audio.duration_s
-        if not min_chars_per_s <= rate <= max_chars_per_s:
-            raise RowRejected(
-                Reason.TEXT_AUDIO_MISMATCH,
-                f"text of {len(row.text)} characters cannot be what {audio.duration_s:.2f} s of "
-                f"audio {row.audio!r} says ({rate:.1f} characters per second, allowed "
-                f"{min_chars_per_s:g}-{max_chars_per_s:g})",
-            )
+        _check_rate(row.text, audio, row.audio, min_chars_per_s, max_chars_per_s)
     return audio
 
 

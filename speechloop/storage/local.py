@@ -41,6 +41,17 @@ Why it is built this way:
   the record are real corruption. An open descriptor keeps the old inode alive if a
   writer replaces it.
 
+Links: an object is a regular file at its own key. A key whose path below the bucket
+directory passes through a symbolic link (the file itself or a folder above it) is
+never read: reads raise InvalidInput naming the key and where the link leads (another
+key, or "outside the bucket"), ``list`` skips it, ``verify_objects`` reports it, and a
+write or delete below a linked folder is refused. Reads open each path segment relative
+to its parent's descriptor with ``O_NOFOLLOW``, so a link swapped in after a check
+cannot redirect them; FIFOs, sockets and devices are refused too (a FIFO would block a
+reader forever). Without this, a producer could drop ``a.wav -> /etc/passwd`` into a
+batch and have ingestion read it. (The bucket directory itself may be a link: that is
+the operator's choice of where a bucket lives, like the root.)
+
 Limitation (filesystem, not S3): a key cannot be both an object and a "directory"
 (``a`` and ``a/b``); such a write raises Conflict naming the key.
 """
@@ -49,11 +60,13 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+import stat as stat_mode
 import time
 import uuid
 from collections.abc import Iterator
@@ -133,6 +146,83 @@ def _unheld(path: Path) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+# -- no links --------------------------------------------------------------------------
+
+
+def _link_refused(bucket_dir: Path, bucket: str, key: str, link: str) -> InvalidInput:
+    """The error for ``key`` whose path segment ``link`` (a key prefix) is a symbolic link.
+
+    Names where the link leads as a key of the bucket, or "outside the bucket"; never a
+    host path (the message reaches producers through quarantine reports).
+    """
+    base = bucket_dir.resolve()
+    target = (bucket_dir / link).resolve()
+    where = "outside the bucket"
+    if target.is_relative_to(base) and target != base:
+        where = f"to {bucket}/{target.relative_to(base).as_posix()}"
+    what = f"object {bucket}/{key} is" if link == key else f"{bucket}/{link}, a folder of {key}, is"
+    return InvalidInput(
+        f"{what} a symbolic link leading {where}: refused, the local store reads objects "
+        "only from regular files at their own key"
+    )
+
+
+def _open_regular(bucket_dir: Path, bucket: str, key: str) -> IO[bytes]:
+    """Open the file of ``key`` for reading without following any link below the bucket.
+
+    Each segment is opened relative to its parent's descriptor with ``O_NOFOLLOW``
+    (``ELOOP`` on a linked file, ``ENOTDIR`` on a linked folder), non-blocking (a FIFO
+    would block), and the result must be a regular file. NotFound if absent or a
+    directory; InvalidInput for a link or a special file.
+    """
+    parts = key.split("/")
+    fd = os.open(bucket_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for depth, segment in enumerate(parts):
+            last = depth == len(parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | (0 if last else os.O_DIRECTORY)
+            try:
+                child = os.open(segment, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(segment, fd):
+                    raise _link_refused(
+                        bucket_dir, bucket, key, "/".join(parts[: depth + 1])
+                    ) from None
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                    raise NotFound(f"object {bucket}/{key} does not exist") from None
+                raise
+            os.close(fd)
+            fd = child
+        mode = os.fstat(fd).st_mode
+        if stat_mode.S_ISDIR(mode):
+            raise NotFound(f"object {bucket}/{key} does not exist (it is a prefix)")
+        if not stat_mode.S_ISREG(mode):
+            raise InvalidInput(f"object {bucket}/{key} is not a regular file: refused")
+        os.set_blocking(fd, True)
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return handle
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
+    """Whether ``name`` in the directory open as ``dir_fd`` is a symbolic link."""
+    try:
+        return stat_mode.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _refuse_linked_folders(bucket_dir: Path, bucket: str, key: str) -> None:
+    """InvalidInput if a folder on the path of ``key`` is a symbolic link (writes, deletes)."""
+    parts = key.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:depth])
+        if (bucket_dir / prefix).is_symlink():
+            raise _link_refused(bucket_dir, bucket, key, prefix)
 
 
 # -- the store -------------------------------------------------------------------------
@@ -287,6 +377,7 @@ class LocalStore(ObjectStore):
             sha, size = self._fill(out, source)
             new: Record = {"sha256": sha, "size": size, "etag": _new_etag()}
             with self._lock(bucket):
+                _refuse_linked_folders(self.root / bucket, bucket, key)
                 current = self._current(bucket, key, data, meta, if_none_match, if_match)
                 self._make_parents(bucket, key, data, meta)
                 saved = _read_raw(meta)
@@ -362,10 +453,7 @@ class LocalStore(ObjectStore):
         data, meta = self._paths(bucket, key)
         guard = self._lock(bucket, shared=True) if locked else contextlib.nullcontext()
         with guard:
-            try:
-                handle = data.open("rb")
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                raise NotFound(f"object {bucket}/{key} does not exist") from None
+            handle = _open_regular(self.root / bucket, bucket, key)
             try:
                 record = self._read_meta(meta, data, bucket, key)
             except BaseException:
@@ -474,7 +562,8 @@ class LocalStore(ObjectStore):
         base = self._bucket_dir(bucket)
         keys = [key for key in _walk_keys(base, prefix) if start_after is None or key > start_after]
         for key in sorted(keys):
-            with contextlib.suppress(NotFound):  # deleted since the walk
+            # NotFound: deleted since the walk; InvalidInput: a link, not an object
+            with contextlib.suppress(NotFound, InvalidInput):
                 yield self.stat(bucket, key)
 
     def delete(self, bucket: str, key: str) -> None:
@@ -486,6 +575,7 @@ class LocalStore(ObjectStore):
         data, meta = self._paths(bucket, key)
         bucket_dir, meta_dir = self.root / bucket, self.root / ".meta" / bucket
         with self._lock(bucket):
+            _refuse_linked_folders(bucket_dir, bucket, key)
             with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 data.unlink()
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
@@ -544,7 +634,7 @@ class LocalStore(ObjectStore):
         for key in sorted(_walk_keys(self._bucket_dir(bucket), prefix)):
             try:
                 self._verify_in_place(bucket, key)
-            except IntegrityError as exc:
+            except (IntegrityError, InvalidInput) as exc:  # corrupt, or a link
                 problems.append(Repair(key, str(exc)))
             except NotFound:
                 continue
