@@ -42,7 +42,7 @@ class MetricCheck:
     def rule(self) -> str:
         """The rule in words (for tables)."""
         if self.role == "primary":
-            return f"gain CI low >= {self.threshold:g}"
+            return f"gain CI low >= {self.threshold:g} and > 0"
         if self.role == "guard":
             return f"gain >= -{self.threshold:g}"
         return f"{'>=' if self.higher_is_better else '<='} {self.threshold:g}"

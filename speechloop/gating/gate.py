@@ -150,10 +150,13 @@ def _check(
         what = "at least" if rule.higher_is_better else "at most"
         reason = f"{rule.name} {_fmt(cand)} must be {what} {rule.threshold:g} (first model)"
     elif rule.role == "primary":
-        passed = ci.low is not None and ci.low >= rule.threshold
+        # The lower bound must also be above zero: with a zero margin an unchanged
+        # candidate (every draw 0) would otherwise pass and churn production.
+        passed = ci.low is not None and ci.low >= rule.threshold and ci.low > 0
         reason = (
             f"{rule.name} gain {_fmt(gain)}, {cfg.confidence:.0%} CI "
             f"[{_fmt(ci.low)}, {_fmt(ci.high)}]: lower bound must reach {rule.threshold:g}"
+            " and be above 0"
         )
     elif gain is None:
         passed, reason = True, f"{rule.name} not measured on this set (no check)"

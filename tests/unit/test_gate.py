@@ -76,6 +76,16 @@ def test_tiny_noisy_gain_is_not_promoted(base_errors):
         assert any("acc" in r for r in decision.reasons)
 
 
+def test_unchanged_candidate_is_not_promoted_even_with_zero_margin(base_errors):
+    """A candidate identical to production (every bootstrap gain 0) is rejected with a
+    zero margin too: a primary gain must be above zero, or production would churn."""
+    decision = gate_asr(
+        _asr("cand", base_errors), _asr("prod", base_errors), GateConfig(asr_min_gain=0.0)
+    )
+    acc = decision.check("acc")
+    assert acc.ci_low == 0 and not acc.passed and not decision.promote
+
+
 def test_clear_gain_is_promoted(base_errors):
     """Two fewer errors on most utterances (about 4 points of acc) is promoted."""
     cand = np.clip(base_errors - 2, 0, None)
