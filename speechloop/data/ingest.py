@@ -396,6 +396,12 @@ class Ingestor:
     ) -> None:
         if kind not in ("asr", "spk"):
             raise InvalidInput(f"kind {kind!r} is not 'asr' or 'spk'")
+        if settings.min_chars_per_s > settings.max_chars_per_s:
+            raise InvalidInput(
+                f"SPEECHLOOP_MIN_CHARS_PER_S={settings.min_chars_per_s:g} is above "
+                f"SPEECHLOOP_MAX_CHARS_PER_S={settings.max_chars_per_s:g}: every ASR row "
+                "would be quarantined"
+            )
         self.store = store
         self.bucket = bucket
         self.work_dir = Path(work_dir).resolve()

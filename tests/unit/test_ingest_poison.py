@@ -200,3 +200,25 @@ def test_local_store_writes_and_deletes_nothing_through_a_linked_folder(
         store.delete(BUCKET, "asr/quarantine/keep.txt")
     assert sorted(os.listdir(outside)) == ["keep.txt"]
     assert (outside / "keep.txt").read_bytes() == b"keep"
+
+
+def test_inverted_bounds_are_refused_before_any_row_is_read(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """min above max would quarantine every ASR row: the Ingestor refuses the settings."""
+    settings = Settings(min_chars_per_s=40.0, max_chars_per_s=35.0)
+    with pytest.raises(InvalidInput, match="SPEECHLOOP_MIN_CHARS_PER_S=40 is above"):
+        Ingestor(store, BUCKET, tmp_path / "work", "asr", settings)
+
+
+@pytest.mark.timeout(60)
+def test_a_fifo_in_a_batch_is_quarantined_without_blocking(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """A named pipe dropped into a batch would block a reader forever: it is refused as
+    not a regular file (the 60 s pytest timeout only guards the suite against a hang)."""
+    put_batch(store, "asr", "b1", [{"id": "p", "audio": "pipe.wav", "text": "a pipe"}], {})
+    os.mkfifo(_batch_dir(store, "b1") / "pipe.wav")
+    result = _run(store, tmp_path)
+    (bad,) = result.quarantined
+    assert bad.reason.value == "bad_path" and "is not a regular file" in bad.message
