@@ -176,15 +176,19 @@ def test_verify_two_clips_shows_score_and_decision(
 
 
 def test_errors_are_shown_not_swallowed(page: Page, realaudio: Path) -> None:
-    """Without a key the page asks for one (no request sent); with a wrong key the
-    service's 401 message is shown; a non-audio upload shows the service's 4xx message."""
+    """Without a key the service's 401 is shown with a pointer to the key field (also on
+    the models list, loaded when the page opens); with a wrong key the 401 message is
+    shown; a non-audio upload shows the service's 4xx message naming the file."""
+    expect(page.locator("#models-error")).to_contain_text("HTTP 401")
     page.set_input_files("#asr-file", str(realaudio / CLIP))
     page.click("#transcribe")
-    expect(page.locator("#asr-error")).to_contain_text("API key")
+    expect(page.locator("#asr-error")).to_contain_text("HTTP 401: Unauthorized: missing API key")
+    expect(page.locator("#asr-error")).to_contain_text("enter your API key")
     _enter_key(page, "not-a-key")
     page.click("#transcribe")
-    expect(page.locator("#asr-error")).to_contain_text("HTTP 401")
+    expect(page.locator("#asr-error")).to_contain_text("HTTP 401: Unauthorized: invalid API key")
     _enter_key(page, KEYS[0])
+    expect(page.locator("#models-error")).to_be_hidden()
     junk = FilePayload(name="notes.wav", mimeType="audio/wav", buffer=b"not audio")
     page.set_input_files("#asr-file", files=junk)
     page.click("#transcribe")
