@@ -27,6 +27,10 @@ callable on :class:`Request`. Actions:
   the client connection without the reply (the lost reply);
 - ``truncate_reply``: like ``drop_reply``, but first send the reply's headers and half
   its body (a connection that breaks mid-download);
+- ``error``: answer ``status`` (default 502) with an HTML page, as a load balancer in
+  front of the server does, without contacting the server;
+- ``applied_error``: forward the request (the server applies it), then answer
+  ``status`` with the HTML page instead of the server's reply;
 - ``pass``: forward normally (useful to count).
 
 Example::
@@ -50,8 +54,19 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-Action = Literal["pass", "refuse", "reset", "stall", "drop_reply", "truncate_reply"]
-ACTIONS: tuple[Action, ...] = ("pass", "refuse", "reset", "stall", "drop_reply", "truncate_reply")
+Action = Literal[
+    "pass", "refuse", "reset", "stall", "drop_reply", "truncate_reply", "error", "applied_error"
+]
+ACTIONS: tuple[Action, ...] = (
+    "pass",
+    "refuse",
+    "reset",
+    "stall",
+    "drop_reply",
+    "truncate_reply",
+    "error",
+    "applied_error",
+)
 Matcher = str | Callable[["Request"], bool]
 _MAX_LINE = 65_536
 _HOP_HEADERS = {"connection", "keep-alive", "expect", "proxy-connection"}
@@ -136,6 +151,7 @@ class Rule:
     times: int | None = 1
     seconds: float = 0.0
     after: int = 0
+    status: int = 502
     hits: int = 0
     passed: int = 0
 
@@ -247,9 +263,11 @@ class FaultProxy:
         times: int | None = 1,
         seconds: float = 0.0,
         after: int = 0,
+        status: int = 502,
     ) -> Rule:
         """Apply ``action`` to ``times`` matching requests (None: all of them), once
-        ``after`` matching requests went by untouched; ``seconds`` is a stall's hold.
+        ``after`` matching requests went by untouched; ``seconds`` is a stall's hold,
+        ``status`` the HTTP status of an ``error`` / ``applied_error`` answer.
 
         Rules are tried in the order added; the first that applies wins.
         """
@@ -257,7 +275,7 @@ class FaultProxy:
             raise ValueError(f"unknown action {action!r}: expected one of {ACTIONS}")
         if isinstance(match, str) and not match.strip():
             raise ValueError("empty match: use '* *' to match every request")
-        rule = Rule(match, action, times, seconds, after)
+        rule = Rule(match, action, times, seconds, after, status)
         with self._lock:
             self.rules.append(rule)
         return rule
@@ -333,6 +351,9 @@ class FaultProxy:
                 return
             if action == "stall" and rule is not None and self._stopping.wait(rule.seconds):
                 return
+            if action == "error" and rule is not None:
+                client.sendall(_error_page(rule.status))
+                return
             try:
                 reply = self._forward(request)
             except OSError:
@@ -346,6 +367,8 @@ class FaultProxy:
                 reader.close()
                 _reset(client)
                 return
+            if action == "applied_error" and rule is not None:
+                reply = _Reply(_error_page(rule.status))
             with contextlib.suppress(OSError):
                 client.sendall(reply.raw)
         except (OSError, ProtocolViolation):
@@ -468,6 +491,16 @@ def read_reply(reader: BinaryIO, *, head_only: bool = False) -> _Reply:
     lines += [f"{k}: {v}" for k, v in kept] + ["Connection: close"]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     return _Reply(head + body, status, len(head))
+
+
+def _error_page(status: int) -> bytes:
+    """A load balancer's error answer: ``status`` with a small HTML body, then close."""
+    body = f"<html><body><h1>{status} from the fault proxy</h1></body></html>".encode()
+    head = (
+        f"HTTP/1.1 {status} Fault\r\nContent-Type: text/html\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
 
 
 def _reset(sock: socket.socket) -> None:

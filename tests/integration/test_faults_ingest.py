@@ -223,6 +223,14 @@ def test_reply_broken_midway_during_ingest(bench: Bench, target: str) -> None:
     assert_consumed_once(bench, [run])
 
 
+@pytest.mark.parametrize("target", ["audio-read", "claim-write", "commit-write"])
+@pytest.mark.parametrize("action", ["error", "applied_error"])
+def test_gateway_error_during_ingest_and_commit(bench: Bench, action: Action, target: str) -> None:
+    """A load balancer's HTML 502 instead of the server's answer, before or after the
+    server applied the request: ingestion and commit complete, each batch consumed once."""
+    test_one_fault_during_ingest_and_commit(bench, action, target)
+
+
 # -- faults that outlast the retries: the run fails, a re-run completes ---------------------
 
 

@@ -205,3 +205,14 @@ def test_truncate_reply_sends_half_then_resets(proxy: FaultProxy, upstream: _Ups
     with pytest.raises((http.client.IncompleteRead, ConnectionError)):
         _call(proxy, "PUT", "/b/long", b"y" * 10_000)
     assert upstream.applied == [("PUT", "/b/long", b"y" * 10_000)]
+
+
+def test_error_answers_with_or_without_applying(proxy: FaultProxy, upstream: _Upstream) -> None:
+    """error: an HTML 502 and the server untouched; applied_error: the server applies the
+    request, the client gets the error page instead of the reply."""
+    proxy.add_rule("PUT a", "error")
+    proxy.add_rule("PUT b", "applied_error", status=504)
+    status, body = _call(proxy, "PUT", "/bkt/a", b"1")
+    assert status == 502 and b"<html>" in body
+    assert _call(proxy, "PUT", "/bkt/b", b"2")[0] == 504
+    assert upstream.applied == [("PUT", "/bkt/b", b"2")]
