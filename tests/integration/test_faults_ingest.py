@@ -182,6 +182,18 @@ def test_plain_s3_batch_changed_after_staging_is_refused(
     assert Ledger(store, bucket, "asr").committed_record("moving").run_id == second.run_id
 
 
+def test_audio_replaced_after_staging_is_refused(bench: Bench) -> None:
+    """A producer replaces one audio object of a staged batch (manifest untouched): the
+    batch really changed, so the commit refuses it naming the batch, and the next run
+    takes the new audio (otherwise the replacement would never be trained on)."""
+    ingestor = bench.ingestor()
+    run = ingestor.run()
+    bench.direct.put_bytes(bench.bucket, "asr/batches/ours/u1.wav", clip(1.5, freq=440.0))
+    with pytest.raises(Conflict, match=r"ours.*changed"):
+        ingestor.commit(run)
+    assert bench.ingestor("again").run().batch_ids == ["ours"]
+
+
 # -- one fault on one kind of request -----------------------------------------------------
 
 TARGETS = {
