@@ -235,7 +235,7 @@ def test_reply_broken_midway_during_ingest(bench: Bench, target: str) -> None:
     assert_consumed_once(bench, [run])
 
 
-@pytest.mark.parametrize("target", ["audio-read", "claim-write", "commit-write"])
+@pytest.mark.parametrize("target", ["audio-read", "commit-write"])
 @pytest.mark.parametrize("action", ["error", "applied_error"])
 def test_gateway_error_during_ingest_and_commit(bench: Bench, action: Action, target: str) -> None:
     """A load balancer's HTML 502 instead of the server's answer, before or after the

@@ -258,7 +258,7 @@ def test_one_fault_during_a_cycle(rig: Rig, action: Action, target: str) -> None
     assert_registry_sound(rig.observer, expected)
 
 
-@pytest.mark.parametrize("target", ["alias", "history", "manifest", "file-read"])
+@pytest.mark.parametrize("target", ["alias", "manifest"])
 @pytest.mark.parametrize("action", ["error", "applied_error"])
 def test_gateway_error_during_a_cycle(rig: Rig, action: Action, target: str) -> None:
     """A load balancer's HTML 502 instead of the server's answer, before or after the
