@@ -321,7 +321,8 @@ def test_network_policies_keep_internal_ports_inside(target: str) -> None:
 
 
 def test_gpu_overlay_puts_models_on_gpus() -> None:
-    """gpu: one nvidia.com/gpu per model pod, on GPU nodes (selector + toleration), torch."""
+    """gpu: one nvidia.com/gpu per model pod, on GPU nodes (selector + toleration), torch
+    from the GPU bento image (bentofile.gpu.yaml)."""
     deployments = by_kind(rendered("gpu"), "Deployment")
     for kind, name in SERVING.items():
         spec = deployments[name]["spec"]["template"]["spec"]
@@ -334,6 +335,8 @@ def test_gpu_overlay_puts_models_on_gpus() -> None:
         env = env_of(c)
         assert env["SPEECHLOOP_DEVICE"]["value"] == "cuda"
         assert env[f"SPEECHLOOP_{kind.upper()}_BACKEND"]["value"] == "torch"
+        # the torch backend needs the GPU bento: the CPU image ships no torch
+        assert c["image"].startswith("speechloop-gpu:")
     gateway = deployments["speechloop-gateway"]["spec"]["template"]["spec"]
     assert "nvidia.com/gpu" not in json.dumps(gateway)
 
