@@ -14,6 +14,10 @@ pytest.importorskip("torch")
 from speechloop.asr.bootstrap import SEED_DIR
 from speechloop.cli.main import app
 
+#: A held-out name (golden set) that the seed mishears without a list ("tusann") and
+#: spells right with it, on this clip: the hotword path, not the ASR part, finds it.
+NAME = "Tesonlo"
+
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
@@ -23,24 +27,30 @@ def clip(tmp_path_factory) -> Path:
 
     from speechloop.data.synth.render import synthesize
 
-    wave = synthesize("espeak", "en-us", "m3", "please call brakovan tonight", 1.0, 0.0)
+    wave = synthesize("espeak", "en-us", "m3", f"please call {NAME} tonight", 1.0, 0.0)
     path = tmp_path_factory.mktemp("clip") / "clip.wav"
     sf.write(path, wave, 16000)
     return path
 
 
 def test_transcribe_json_with_hotwords(clip):
-    """The command prints one JSON line per file: text, timestamps, hotwords found, version."""
+    """The command prints one JSON line per file: text, timestamps, hotwords found, version;
+    the listed name spoken in the clip is found (and written), the unspoken one is not,
+    and without the list the seed does not write the name."""
     if not (SEED_DIR / "model.pt").is_file():
         pytest.skip("no shipped seed (run `speechloop bootstrap asr`)")
-    args = ["asr", "transcribe", str(clip), "--hotword", "Brakovan", "--hotword", "kalo venturi",
-            "--model-dir", str(SEED_DIR), "--json"]  # fmt: skip
-    result = CliRunner().invoke(app, args)
+    base = ["asr", "transcribe", str(clip), "--model-dir", str(SEED_DIR), "--json"]
+    result = CliRunner().invoke(app, [*base, "--hotword", NAME, "--hotword", "kalo venturi"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output.strip().splitlines()[-1])
-    assert doc["text"] and isinstance(doc["timestamps"], list)
-    assert set(doc["hotwords_found"]) <= {"brakovan", "kalo venturi"}
+    assert isinstance(doc["timestamps"], list) and doc["timestamps"]
+    assert doc["hotwords_found"] == [NAME.lower()], doc
+    assert NAME.lower() in doc["text"].split()
     assert doc["model_version"] == "local"
+    plain = CliRunner().invoke(app, base)
+    assert plain.exit_code == 0, plain.output
+    plain_doc = json.loads(plain.output.strip().splitlines()[-1])
+    assert NAME.lower() not in plain_doc["text"].split() and plain_doc["hotwords_found"] == []
 
 
 def test_unrepresentable_hotword_is_a_clear_error(clip):
@@ -59,7 +69,7 @@ def test_onnx_paths_transcribe_like_torch(clip, tmp_path, monkeypatch):
     if not (SEED_DIR / "model.pt").is_file():
         pytest.skip("no shipped seed")
     monkeypatch.setenv("SPEECHLOOP_WORK_DIR", str(tmp_path))
-    base = ["asr", "transcribe", str(clip), "--hotword", "brakovan",
+    base = ["asr", "transcribe", str(clip), "--hotword", NAME,
             "--model-dir", str(SEED_DIR), "--json"]  # fmt: skip
     texts = {}
     for name, extra in {"torch": [], "onnx": ["--onnx"], "int8": ["--onnx", "--int8"]}.items():

@@ -204,14 +204,16 @@ def test_hotword_embeddings_match_funasr_representation(setup: dict[str, Any]) -
 
 
 def test_int8_variant_agrees_with_float(setup: dict[str, Any]) -> None:
-    """The int8 graphs run and agree with float on most tokens (random weights: >= 50%)."""
+    """The int8 graphs run and agree with float on at least 85% of tokens: measured 72 of
+    76 (0.947) on the build machine; the margin is for int8 kernels that differ between
+    CPU instruction sets (VNNI / AMX / plain AVX2), not for a loss of accuracy."""
     f32 = OnnxSeacoAsr(setup["dir"], threads=2).transcribe_batch(setup["waves"])
     i8 = OnnxSeacoAsr(setup["dir"], threads=2, quantized=True).transcribe_batch(setup["waves"])
     same = total = 0
     for a, b in zip(f32, i8, strict=True):
         total += max(len(a.token_ids), len(b.token_ids))
         same += sum(x == y for x, y in zip(a.token_ids, b.token_ids, strict=False))
-    assert total > 0 and same / total >= 0.5, (same, total)
+    assert total > 0 and same / total >= 0.85, (same, total)
 
 
 def test_int8_weights_are_signed(setup: dict[str, Any]) -> None:
