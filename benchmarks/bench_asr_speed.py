@@ -7,13 +7,27 @@ not depend on the values) is built once into ``.speechloop/bench_asr/full`` (con
 tokens.json, model.pt, am.mvn, ONNX files; never committed), so that
 ``AutoModel(model=<dir>, disable_update=True)`` loads it like a ModelScope snapshot.
 
-Clips: the four real WAV recordings of ``../shared/realaudio``, each twice (8 clips,
-49.1 s of audio), decoded one at a time (batch 1) or 8 per call (batch 8), 2 threads for
-torch and onnxruntime alike. The machine is shared with other jobs, whose load swings
-within minutes, so every case is timed in ONE process: after a warm-up, ROUNDS rounds each
-run every case once in a rotated order, and the median round is reported (ratios are the
-median of per-round ratios). Peak memory is measured apart: each engine alone in its own
-process (load + one batch of 8). The load average before and after is recorded.
+Clips: the four real WAV recordings of ``../shared/realaudio`` whole, and a cut of each
+(55%, 65%, 75%, 85% of its length): 8 clips of mixed lengths, no clip twice, decoded one at
+a time (batch 1) or 8 per call (batch 8). Threads: ``THREADS`` for onnxruntime and for
+funasr, whose ``AutoModel`` sets torch's thread count to its ``ncpu`` argument at
+construction and on every ``generate`` (default 4): the fair baseline passes
+``ncpu=THREADS`` (case ``funasr_*``); funasr's default is timed too, labelled
+``funasr_default_ncpu4_b1`` (on 2 cores it oversubscribes).
+
+The machine is shared with other jobs, whose load swings within minutes, so every case is
+timed in ONE process: after a warm-up, ROUNDS rounds each run every case once in a
+rotated order, and the median round is reported (ratios are the median of per-round
+ratios). Peak memory is measured apart: each engine alone in its own
+process (load + one batch of 8). The load average before and after is recorded; the
+figures are fair only when the 1-minute load average was below 1.5 before the run
+(``quiet`` in the results).
+
+Cases include the configuration that serves: ONNX int8 with neighbour-independent runs
+(``max_batch=1, streams=2``: a clip's text does not depend on the clips batched with it).
+Not included: ``funasr-onnx``'s ``SeacoParaformer`` (FunASR's own ONNX runtime), the
+peer a FunASR user would pick for CPU serving: the package is not in this project's
+lock, and funasr's exporter does not run on torch 2.9 (docs/results-asr-speed.md).
 
 Run: ``.venv/bin/python -m benchmarks.bench_asr_speed`` (about 8 minutes, plus about
 4 minutes for the export the first time). Writes ``benchmarks/results/asr_speed.json`` and
@@ -46,12 +60,14 @@ HOTWORDS = ["丁七万", "三上", "且丕世", "丘丙业", "丛东"]
 # case -> (engine, batch size, hotwords)
 CASES: dict[str, tuple[str, int, bool]] = {
     "funasr_b1": ("funasr", 1, False),
+    "funasr_default_ncpu4_b1": ("funasr_default", 1, False),
     "funasr_b8": ("funasr", 8, False),
     "onnx_b1": ("onnx", 1, False),
     "onnx_b8": ("onnx", 8, False),
     "onnx_b8_one_run": ("onnx_one_run", 8, False),
     "onnx_int8_b1": ("onnx_int8", 1, False),
     "onnx_int8_b8": ("onnx_int8", 8, False),
+    "onnx_int8_b8_independent": ("onnx_int8_independent", 8, False),
     "onnx_b8_hotwords": ("onnx", 8, True),
 }
 
@@ -67,12 +83,21 @@ def dummy_tokens() -> list[str]:
     return ["<blank>", "<s>", "</s>", *body, "<unk>"]
 
 
-def waves() -> list[Any]:
-    """The 8 benchmark clips as float32 arrays (each WAV twice)."""
+#: Share of each recording kept for the second half of the clips (mixed lengths).
+CUTS = (0.55, 0.65, 0.75, 0.85)
+
+
+def recordings() -> list[Any]:
+    """The four real recordings as float32 arrays."""
     import soundfile as sf
 
-    clips = [sf.read(AUDIO / name, dtype="float32")[0] for name in CLIPS]
-    return clips + clips
+    return [sf.read(AUDIO / name, dtype="float32")[0] for name in CLIPS]
+
+
+def waves() -> list[Any]:
+    """The 8 benchmark clips: each recording whole, then a cut of each (mixed lengths)."""
+    clips = recordings()
+    return clips + [c[: int(len(c) * share)].copy() for c, share in zip(clips, CUTS, strict=True)]
 
 
 def build_model_dir() -> float:
@@ -94,7 +119,7 @@ def build_model_dir() -> float:
     (MODEL_DIR / "config.yaml").write_text(yaml.safe_dump(full_config(), sort_keys=False))
     (MODEL_DIR / "tokens.json").write_text(json.dumps(dummy_tokens(), ensure_ascii=False))
     torch.save(model.state_dict(), MODEL_DIR / "model.pt")
-    write_am_mvn(compute_cmvn(waves()[:4]), MODEL_DIR / "am.mvn")
+    write_am_mvn(compute_cmvn(recordings()), MODEL_DIR / "am.mvn")
     export_onnx(model, MODEL_DIR, quantize=True)
     (MODEL_DIR / "READY").write_text(json.dumps({"parameters": params}))
     return time.perf_counter() - start
@@ -125,13 +150,15 @@ class _CharTokens:
 
 def _engine(engine: str) -> Any:
     """A loaded engine: ``run(items, batch, hotwords) -> texts``."""
-    if engine == "funasr":
+    if engine in ("funasr", "funasr_default"):
         import torch
         from funasr import AutoModel
 
         torch.set_num_threads(THREADS)
+        # funasr sets torch's threads to ncpu on every generate (default 4)
+        ncpu = {"ncpu": THREADS} if engine == "funasr" else {}
         model = AutoModel(
-            model=str(MODEL_DIR), disable_update=True, disable_pbar=True, device="cpu"
+            model=str(MODEL_DIR), disable_update=True, disable_pbar=True, device="cpu", **ncpu
         )
 
         def run_funasr(items: list[Any], batch: int, hotwords: bool) -> list[str]:
@@ -146,11 +173,14 @@ def _engine(engine: str) -> Any:
 
     tokens = json.loads((MODEL_DIR / "tokens.json").read_text())
     # default: runs of 2 clips, 2 in flight; "onnx_one_run": the whole batch in one run
-    runs = {"max_batch": 8, "streams": 1} if engine == "onnx_one_run" else {}
+    runs = {
+        "onnx_one_run": {"max_batch": 8, "streams": 1},
+        "onnx_int8_independent": {"max_batch": 1, "streams": 2},
+    }.get(engine, {})
     asr = OnnxSeacoAsr(
         MODEL_DIR,
         tokenizer=_CharTokens(tokens),
-        quantized=engine == "onnx_int8",
+        quantized=engine.startswith("onnx_int8"),
         threads=THREADS,
         **runs,  # type: ignore[arg-type]
     )
@@ -211,6 +241,13 @@ def _agreement(a: list[str], b: list[str]) -> float:
     return round(same / total, 4) if total else 1.0
 
 
+def _git_commit() -> str:
+    proc = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip()
+
+
 def _sub(args: list[str]) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_asr_speed", *args],
@@ -251,12 +288,13 @@ NOTES = [
     "is two runs sharing the cores: inside one run the many small ops (layer norms, the "
     "FSMN memory, softmax) parallelise badly over 2 threads, and two runs in flight fill "
     "those gaps. Runs of similar lengths keep padding small. (This benchmark's clips are 4 "
-    "recordings twice, so runs of 2 pair equal lengths: no padding at all; batches of "
-    "mixed lengths pad a little more.) On a GPU one large run is the right choice.",
-    "- funasr at batch 8 (2026-11-29 machine): about 110 s for the 8 clips, 20x slower "
-    "than one at a time. Reproduced alone in a fresh process, with and without SpecAugment "
-    "in the config; same texts as batch 1. The 2026-11-22 machine took 7.2 s. Not "
-    "investigated further; the batch-1 comparison is the goal's.",
+    "recordings whole and cut, so runs of 2 pair neighbouring lengths and pad a little.) "
+    "On a GPU one large run is the right choice.",
+    "- funasr's threads: `AutoModel` calls `torch.set_num_threads(ncpu)` at construction "
+    "and on every `generate`, default 4. On 2 cores that oversubscribes: the batch of 8 "
+    "that took 113 s on 2026-11-29 took 2.85 s with `ncpu=2` (REFERENCE.md). The fair "
+    "baseline passes `ncpu` equal to the threads of ours; the default is timed beside it, "
+    "labelled.",
     "- Thread spinning: onnxruntime's worker threads busy-wait by default; on shared cores "
     "that cost about 20% in one A/B here, so OnnxSeacoAsr turns spinning off (``spin=True`` for a "
     "dedicated machine).",
@@ -324,6 +362,8 @@ def _verdict(meta: dict[str, Any]) -> list[str]:
     def met(ok: bool) -> str:
         return "met" if ok else "NOT met"
 
+    if not meta["quiet"]:
+        return ["- Goals: not judged (the machine was not quiet during this run).", ""]
     return [
         f"- Goal ONNX >= 3x funasr at batch 1: {met(int8 >= 3)} with int8 ({int8}x), "
         f"{met(fp32 >= 3)} in float32 ({fp32}x).",
@@ -335,8 +375,11 @@ def _verdict(meta: dict[str, Any]) -> list[str]:
 
 def _machine(meta: dict[str, Any]) -> str:
     """How busy the machine was (the load average decides the wording)."""
-    busy = max(meta["load_before"] + meta["load_after"]) > meta["cpus"]
-    how = "shared with other jobs" if busy else "no other heavy jobs running"
+    how = (
+        "quiet (1-minute load average below 1.5 before the run)"
+        if meta["quiet"]
+        else "NOT quiet: shared with other jobs, so these figures are not a fair comparison"
+    )
     return (
         f"Machine: {meta['cpus']} CPU cores, {how}; load average before "
         f"{meta['load_before']}, after {meta['load_after']}."
@@ -348,8 +391,10 @@ def _table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "# ASR speed: ONNX path vs funasr AutoModel.generate (full-size SeACo-Paraformer)",
         "",
         f"Model: full-size SeACo-Paraformer architecture, random weights "
-        f"({meta['parameters_m']} M parameters). Clips: 4 real recordings x 2 = 8 clips, "
-        f"{meta['audio_s']} s of audio. {THREADS} threads for torch and onnxruntime. "
+        f"({meta['parameters_m']} M parameters). Clips: 4 real recordings whole and cut "
+        f"to 55-85%: 8 clips of mixed lengths, {meta['audio_s']} s of audio. {THREADS} "
+        "threads for onnxruntime and torch (funasr `ncpu` the same, except the labelled "
+        "default case). "
         f"All cases timed in one process, {ROUNDS} rounds, each round running every case "
         "once in a rotated order (load changes hit all cases alike); the table gives the "
         "median round. Peak RSS: each engine alone in its own process, load + one batch of 8.",
@@ -382,7 +427,7 @@ def main(argv: list[str]) -> int:
     load_before = os.getloadavg()
     build_s = 0.0 if (MODEL_DIR / "READY").is_file() else build_model_dir()
     timing = _sub(["--timing"])
-    engines = ("funasr", "onnx", "onnx_int8", "onnx_one_run")
+    engines = ("funasr", "onnx", "onnx_int8", "onnx_one_run", "onnx_int8_independent")
     memory = {e: _sub(["--memory", e])["peak_rss_mb"] for e in engines}
     audio_s = timing["audio_s"]
     walls = timing["walls"]
@@ -397,13 +442,24 @@ def main(argv: list[str]) -> int:
                 "hotwords": len(HOTWORDS) if hot else 0,
                 "rtf": round(wall / audio_s, 4),
                 "audio_s_per_s": round(audio_s / wall, 2),
-                "peak_rss_mb": memory[engine],
+                "peak_rss_mb": memory.get(engine, memory["funasr"]),
                 "walls": [round(w, 2) for w in walls[name]],
             }
         )
     ratios = {}
     for label, a, b in [
         ("onnx_b1 vs funasr_b1 (speed-up)", "onnx_b1", "funasr_b1"),
+        (
+            "funasr ncpu=2 vs its default ncpu=4, batch 1 (speed-up)",
+            "funasr_b1",
+            "funasr_default_ncpu4_b1",
+        ),
+        (
+            "onnx_int8_b8_independent vs funasr_b1 (speed-up)",
+            "onnx_int8_b8_independent",
+            "funasr_b1",
+        ),
+        ("onnx_int8_b8 vs funasr_b8 (speed-up)", "onnx_int8_b8", "funasr_b8"),
         ("onnx_b8 vs funasr_b1 (speed-up)", "onnx_b8", "funasr_b1"),
         ("onnx_int8_b1 vs funasr_b1 (speed-up)", "onnx_int8_b1", "funasr_b1"),
         ("onnx_b8 vs funasr_b8 (speed-up)", "onnx_b8", "funasr_b8"),
@@ -425,7 +481,10 @@ def main(argv: list[str]) -> int:
     meta = {
         "cpus": os.cpu_count(),
         "threads": THREADS,
+        "funasr_ncpu": THREADS,
         "rounds": ROUNDS,
+        "quiet": load_before[0] < 1.5,
+        "code_version": _git_commit(),
         "audio_s": round(audio_s, 2),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],

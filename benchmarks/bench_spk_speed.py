@@ -1,33 +1,37 @@
-"""Speed of the ONNX speaker-embedding path vs funasr's torch wrapper, full-size ERes2NetV2.
+"""Speed of the speaker-embedding paths on the full-size ERes2NetV2, side by side.
 
 The published ERes2NetV2 configuration (17.9 M parameters, 192-dim embeddings) with
 random weights (speed does not depend on the values) is built once into
 ``.speechloop/bench_spk/full`` (``model.pt``, ``config.json``, ``model.onnx``; never
 committed).
 
-Compared, on 3-second clips cut from the real recordings of ``../shared/realaudio``:
+Engines, on 3-second clips cut from the real recordings of ``../shared/realaudio``:
 
 - ``funasr``: funasr's ``ERes2NetV2SV.inference`` (the path ``AutoModel.generate`` runs
-  for this model: audio loading, torchaudio Kaldi fbank, mean normalisation, padded
-  batch, forward), torch, ``no_grad``;
-- ``onnx``: speechloop's :class:`SpeakerEmbedder` with :class:`OnnxBackend`
-  (kaldi-native-fbank features in numpy, ONNX Runtime, length-aware graph).
+  for this model: torchaudio Kaldi fbank, mean normalisation, padded batch, forward),
+  torch, ``no_grad``;
+- ``torch_plain``: the control: the same network's plain ``forward`` in torch on
+  precomputed features (no wrapper, no masking): what torch itself costs;
+- ``torch``: speechloop's :class:`SpeakerEmbedder` with :class:`TorchBackend` (our
+  features, the length-masked network);
+- ``onnx``: speechloop's :class:`SpeakerEmbedder` with :class:`OnnxBackend`.
 
-Each (engine, batch) runs in its own subprocess so peak memory is clean: imports, model
-load, one warm-up call, then timed calls for at least ``MIN_SECONDS`` (and at least 2
-calls). Both use ``THREADS`` threads. Peak RSS is ``ru_maxrss`` of the subprocess;
-``model_rss_mb`` is the RSS growth from after imports to the end. The machine is shared:
-the load average is recorded with the figures.
+Every engine runs ``THREADS`` threads. All cases (engine x batch size) are timed in ONE
+process: after a warm-up, ``ROUNDS`` rounds each run every case once in a rotated order,
+so a change of machine load hits all cases alike; the median round is reported and
+ratios are medians of per-round ratios. A case embeds ``CLIPS_PER_CASE`` clips: one at a
+time (batch 1) or in one call (batch 16). Peak memory is measured apart, each engine
+alone in its own process (load + one batch of 16). The load average before and after is
+recorded; a figure taken at a load average above the core count is marked as such.
 
-Run: ``.venv/bin/python -m benchmarks.bench_spk_speed`` (about 3-5 minutes). Writes
-``benchmarks/results/spk_speed.json``.
+Run: ``.venv/bin/python -m benchmarks.bench_spk_speed`` (about 5 minutes on a quiet
+2-core machine). Writes ``benchmarks/results/spk_speed.json``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -43,14 +47,10 @@ MODEL_DIR = ROOT / ".speechloop" / "bench_spk" / "full"
 RESULTS = ROOT / "benchmarks" / "results" / "spk_speed.json"
 THREADS = 2
 CLIP_S = 3.0
-MIN_SECONDS = 8.0
-RUNS = [("funasr", 1), ("onnx", 1), ("funasr", 16), ("onnx", 16)]
-
-
-def _rss_mb() -> float:
-    """Current resident set size (Linux /proc)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+CLIPS_PER_CASE = 16
+ROUNDS = 3
+ENGINES = ("funasr", "torch_plain", "torch", "onnx")
+BATCHES = (1, 16)
 
 
 def clips(n: int) -> list[Any]:
@@ -82,92 +82,156 @@ def build_model() -> None:
     export_onnx(model, MODEL_DIR / "model.onnx")
 
 
-def _timed(call: Any, batch: int) -> dict[str, float]:
-    call()  # warm-up
-    calls, started = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - started < MIN_SECONDS:
-        call()
-        calls += 1
-    seconds = time.perf_counter() - started
-    return {"calls": calls, "seconds": seconds, "embeddings_per_s": calls * batch / seconds}
-
-
-def worker(engine: str, batch: int) -> dict[str, Any]:
-    """One measurement (run in a subprocess)."""
+def _engine(engine: str) -> Any:
+    """A loaded engine: ``run(list of clips) -> None`` embeds them in one call."""
     import numpy as np
     import torch
 
     torch.set_num_threads(THREADS)
-    data = clips(batch)
     if engine == "funasr":
         from funasr.models.eres2net.model import ERes2NetV2SV
 
-        base = _rss_mb()
         model = ERes2NetV2SV().eval()  # published defaults: the same network
-        model.load_state_dict(
-            {f"model.{k}": v for k, v in torch.load(MODEL_DIR / "model.pt").items()}
-        )
-        tensors = [torch.from_numpy(c) for c in data]
+        state = torch.load(MODEL_DIR / "model.pt")
+        model.load_state_dict({f"model.{k}": v for k, v in state.items()})
 
-        def call() -> None:
+        def run_funasr(items: list[Any]) -> None:
             with torch.no_grad():
-                model.inference(tensors, device="cpu")
+                model.inference([torch.from_numpy(c) for c in items], device="cpu")
 
-    else:
-        from speechloop.speaker.embed import OnnxBackend, SpeakerEmbedder
+        return run_funasr
+    from speechloop.speaker.embed import OnnxBackend, SpeakerEmbedder, TorchBackend
+    from speechloop.speaker.loading import load_model_dir
 
-        base = _rss_mb()
+    if engine == "onnx":
         emb = SpeakerEmbedder(
             OnnxBackend(MODEL_DIR / "model.onnx", threads=THREADS), version="bench"
         )
-        arrays = [np.asarray(c) for c in data]
+    else:
+        spk = load_model_dir(MODEL_DIR)
+        emb = SpeakerEmbedder(TorchBackend(spk, device="cpu"), version="bench")
+    if engine == "torch_plain":
+        net = spk.network.eval()
 
-        def call() -> None:
-            emb.embed_batch(arrays)
+        def run_plain(items: list[Any]) -> None:
+            feats = np.stack([emb.chunks(np.asarray(c), "clip")[0] for c in items])
+            with torch.inference_mode():
+                net(torch.from_numpy(feats))
 
-    result = _timed(call, batch)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"engine": engine, "batch": batch, **result, "peak_rss_mb": round(peak, 1),
-            "model_rss_mb": round(_rss_mb() - base, 1)}  # fmt: skip
+        return run_plain
+
+    def run_embedder(items: list[Any]) -> None:
+        emb.embed_batch([np.asarray(c) for c in items])
+
+    return run_embedder
+
+
+def _case(run: Any, data: list[Any], batch: int) -> None:
+    for i in range(0, len(data), batch):
+        run(data[i : i + batch])
+
+
+def timing_worker() -> dict[str, Any]:
+    """Every case in this process, rotated rounds (see the module docstring)."""
+    data = clips(CLIPS_PER_CASE)
+    engines = {e: _engine(e) for e in ENGINES}
+    cases = [(e, b) for b in BATCHES for e in ENGINES]
+    for engine, batch in cases:
+        _case(engines[engine], data[:batch], batch)  # warm-up
+    walls: dict[str, list[float]] = {f"{e}_b{b}": [] for e, b in cases}
+    for r in range(ROUNDS):
+        for engine, batch in cases[r % len(cases) :] + cases[: r % len(cases)]:
+            start = time.perf_counter()
+            _case(engines[engine], data, batch)
+            walls[f"{engine}_b{batch}"].append(time.perf_counter() - start)
+    return {"walls": walls}
+
+
+def memory_worker(engine: str) -> dict[str, Any]:
+    """Load one engine alone, embed one batch of 16, report the peak memory (VmHWM)."""
+    run = _engine(engine)
+    run(clips(16))
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return {"engine": engine, "peak_rss_mb": round(int(line.split()[1]) / 1024)}
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _sub(args: list[str]) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_spk_speed", *args],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"{args} failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    return result
+
+
+def _median(xs: list[float]) -> float:
+    s = sorted(xs)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def _git_commit() -> str:
+    proc = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip()
 
 
 def main() -> None:
-    """Build the model, run every measurement in a subprocess, write the results."""
+    """Build the model, time every case in one process, measure memory, write results."""
     build_model()
     load_before = os.getloadavg()
-    rows = []
-    for engine, batch in RUNS:
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.bench_spk_speed", "--worker", engine, str(batch)],
-            check=True, capture_output=True, text=True, cwd=ROOT,
-        )  # fmt: skip
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    speedup = {
-        str(b): next(r for r in rows if r["engine"] == "onnx" and r["batch"] == b)[
-            "embeddings_per_s"
-        ]
-        / next(r for r in rows if r["engine"] == "funasr" and r["batch"] == b)["embeddings_per_s"]
-        for b in (1, 16)
-    }
+    walls = _sub(["--timing"])["walls"]
+    load_after = os.getloadavg()
+    memory = {e: _sub(["--memory", e])["peak_rss_mb"] for e in ENGINES}
+    rows = [
+        {
+            "engine": e,
+            "batch": b,
+            "embeddings_per_s": round(CLIPS_PER_CASE / _median(walls[f"{e}_b{b}"]), 2),
+            "walls": [round(w, 2) for w in walls[f"{e}_b{b}"]],
+            "peak_rss_mb": memory[e],
+        }
+        for b in BATCHES
+        for e in ENGINES
+    ]
+    ratios = {}
+    for b in BATCHES:
+        for e in ("onnx", "torch", "torch_plain"):
+            per_round = [
+                f / x for x, f in zip(walls[f"{e}_b{b}"], walls[f"funasr_b{b}"], strict=True)
+            ]
+            ratios[f"{e} vs funasr, batch {b} (speed-up)"] = round(_median(per_round), 2)
     out = {
         "model": "ERes2NetV2 published config (random weights), 17.9 M parameters",
         "clip_s": CLIP_S,
+        "clips_per_case": CLIPS_PER_CASE,
         "threads": THREADS,
-        "runs": rows,
-        "onnx_speedup": speedup,
-        "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
+        "rounds": ROUNDS,
+        "method": "all cases in one process, rotated rounds, median round",
+        "rows": rows,
+        "ratios": ratios,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in load_after],
+        "quiet": max(load_before[0], load_after[0]) < 1.5,
         "cpu_count": os.cpu_count(),
+        "code_version": _git_commit(),
+        "command": ".venv/bin/python -m benchmarks.bench_spk_speed",
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_results(RESULTS, out)
-    print(json.dumps({"onnx_speedup": speedup}))
+    print(json.dumps({"rows": rows, "ratios": ratios}, indent=1))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--worker":
-        print(json.dumps(worker(sys.argv[2], int(sys.argv[3]))), flush=True)
+    if sys.argv[1:2] == ["--timing"]:
+        print("RESULT " + json.dumps(timing_worker()), flush=True)
+    elif sys.argv[1:2] == ["--memory"]:
+        print("RESULT " + json.dumps(memory_worker(sys.argv[2])), flush=True)
     else:
         main()
