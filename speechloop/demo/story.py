@@ -66,22 +66,24 @@ class StorySizes:
 
     @classmethod
     def demo(cls) -> StorySizes:
-        """``make demo``: golden sets big enough for the default gate (95%, margin 0.005)."""
+        """``make demo``: golden sets big enough for the configured gate (95%, margins
+        0.005): 100 ASR utterances, 8 new speakers with 10 clips each."""
         return cls(
-            voices_heldout=8, names_heldout=20, golden_asr=100, spk_eval_utts=6,
+            voices_heldout=8, names_heldout=20, golden_asr=100, spk_eval_utts=10,
             old_asr=100, old_spk=40, new_batches=2, new_asr_per_batch=150,
-            new_spk_per_batch=80, bad_asr=100, asr_epochs=3, spk_epochs=6,
+            new_spk_per_batch=200, bad_asr=100, asr_epochs=3, spk_epochs=8,
         )  # fmt: skip
 
     @classmethod
     def small(cls) -> StorySizes:
-        """The end-to-end test: fewer rows and a gate at 80% confidence and margin 0 (as
-        the flows' integration test): sets this small cannot show a short CPU run's gain
-        at 95%, and the test is about the loop's plumbing, not the gate's statistics."""
+        """The end-to-end test: smaller golden sets and old batches, and a gate at 80%
+        confidence and margin 0 (as the flows' integration test): sets this small cannot
+        show a short CPU run's gain at 95%, and the test is about the loop's plumbing, not
+        the gate's statistics (the gate has its own tests)."""
         return cls(
-            voices_heldout=8, names_heldout=15, golden_asr=40, spk_eval_utts=6,
-            old_asr=40, old_spk=24, new_batches=1, new_asr_per_batch=200,
-            new_spk_per_batch=160, bad_asr=60, asr_epochs=3, spk_epochs=6,
+            voices_heldout=8, names_heldout=15, golden_asr=60, spk_eval_utts=6,
+            old_asr=40, old_spk=24, new_batches=2, new_asr_per_batch=150,
+            new_spk_per_batch=160, bad_asr=60, asr_epochs=3, spk_epochs=8,
             gate_confidence=0.8, gate_margin=0.0,
         )  # fmt: skip
 

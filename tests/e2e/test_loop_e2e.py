@@ -113,7 +113,8 @@ def test_retrain_asr_promotes_and_the_service_serves_the_candidate(
     started, _ = story.start_prefect()
     assert started
     dropped = story.drop_new()
-    assert dropped["asr_batches"] == [f"{NEW_PREFIX}-0001"] and dropped["faulty"] == ["asr", "spk"]
+    assert dropped["asr_batches"] == [f"{NEW_PREFIX}-0001", f"{NEW_PREFIX}-0002"]
+    assert dropped["faulty"] == ["asr", "spk"]
     result, reused = story.retrain("asr", "retrain-asr", story.sizes.asr_epochs)
     assert not reused
     assert result["status"] == "promoted", result["message"]
@@ -194,6 +195,7 @@ def test_the_ledger_lost_nothing_and_doubled_nothing(story: Any) -> None:
     batches = {(line.kind, line.batch_id) for line in lines}
     expected = {("asr", f"{OLD_PREFIX}-0001"), ("spk", f"{OLD_PREFIX}-0001"),
                 ("asr", f"{NEW_PREFIX}-0001"), ("spk", f"{NEW_PREFIX}-0001"),
+                ("asr", f"{NEW_PREFIX}-0002"), ("spk", f"{NEW_PREFIX}-0002"),
                 ("asr", FAULTY), ("spk", FAULTY), ("asr", f"{BAD_PREFIX}-0001")}  # fmt: skip
     assert batches == expected
     assert len(lines) == len(expected)
