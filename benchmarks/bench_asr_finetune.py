@@ -1,4 +1,4 @@
-"""Naive vs two-stage fine-tuning of SeACo-Paraformer (the field's claim, reproduced).
+"""Naive vs two-stage fine-tuning of SeACo-Paraformer, on equal terms.
 
 Start: the shipped seed (pre-trained on the "bootstrap" corpus: seen voices, seen names).
 New data: the "finetune" corpus preset (held-out voices and held-out names, 4 x 100 rows),
@@ -12,37 +12,59 @@ data, same epochs and learning rate:
   hotword modules on the SeACo objective (ASR part frozen), hotwords from the manifests
   and sampled from the transcripts.
 
-Reported for the seed and both arms: CER on the old data (the "seen" eval set: seen
-voices and names; forgetting) and on the new data (the "golden" eval set of the same
-spec: held-out voices and names, never in the fine-tuning batches' sentences), each
-without hotwords and with each utterance's hotwords, and hotword recall.
+Equal terms (issue 17):
 
-    .venv/bin/python -m benchmarks.bench_asr_finetune [--epochs 6] [--lr 5e-4] [--replay N]
+- arms: ``naive-N`` (N epochs), ``naive-2N`` (2N epochs: the same number of optimiser
+  steps as two-stage), ``two-stage-N+N`` (N epochs of stage 1, N of stage 2). naive-N
+  against two-stage compares equal ASR-part epochs; naive-2N equal update budgets;
+- one selection rule for every stage of every arm: the LAST epoch (patience above the
+  epoch count, so nothing stops early and no stage picks its epoch on its own
+  validation score -- before, naive picked on token accuracy and stage 2 on the head's
+  accuracy);
+- several seeds (``--seeds``): each seed draws its own fine-tuning corpus and training
+  order; tables give the mean and the spread (min-max) over seeds, and per seed a 95%
+  bootstrap interval over utterances;
+- old data = the seed's own "seen" evaluation set (seen voices and names), which the
+  seed's corpus planner kept out of every training batch, minus any utterance whose
+  text is also in the fine-tuning rows: eval texts are disjoint from all training text
+  (checked, counts recorded). New data = the fine-tuning spec's golden set (held-out
+  voices and names; the fine-tuning batches avoid its sentences).
+
+Reported for the seed and each arm: CER on old and new data without hotwords and with
+each utterance's own names, and name recall.
+
+    .venv/bin/python -m benchmarks.bench_asr_finetune --epochs 4 --seeds 0 1 [--replay N]
 
 ``--replay N``: both arms also train on N rows of the old data (a fixed sample of the
 seed's own training rows, from the corpus ``speechloop bootstrap asr`` made), as a
 retraining flow that mixes older batches into new ones would.
 
 Results: ``benchmarks/results/asr_finetune.json`` (table in docs/asr.md).
+Accuracy figures do not depend on machine load.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bench_asr_testset import EvalRow, render_row, seed_spec
 from benchmarks.results_io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "asr_finetune.json"
 
 
-def new_data(work: Path, seed: int, rows_per_batch: int) -> tuple[list[Any], list[Any], list[Any]]:
-    """Fine-tuning rows, old-data eval rows (seen set), new-data eval rows (golden set)."""
+def new_data(work: Path, seed: int, rows_per_batch: int) -> tuple[list[Any], list[Any]]:
+    """Fine-tuning rows and new-data eval rows (the spec's golden set)."""
     from speechloop.asr.seed_recipe import ingested_rows
     from speechloop.config import get_settings
     from speechloop.data.dataset import load_asr_eval_set
@@ -53,16 +75,15 @@ def new_data(work: Path, seed: int, rows_per_batch: int) -> tuple[list[Any], lis
 
     spec = CorpusSpec.preset("finetune").model_copy(
         update={"seed": seed, "with_eval": True, "spk_per_batch": 0,
-                "asr_per_batch": rows_per_batch, "asr_eval_golden": 80, "asr_eval_seen": 80}
+                "asr_per_batch": rows_per_batch, "asr_eval_golden": 80, "asr_eval_seen": 0}
     )  # fmt: skip
     store = LocalStore(work / "store")
     generate_corpus(store, "speech-data", spec, progress=True)
     settings = get_settings()
     Ingestor(store, "speech-data", work / "data", "asr", settings).run()
     asr_rows = ingested_rows(work)
-    old = load_asr_eval_set(store, "speech-data", "seen", work / "data", settings)
     new = load_asr_eval_set(store, "speech-data", "golden", work / "data", settings)
-    return asr_rows, old, new
+    return asr_rows, new
 
 
 def replay_rows(count: int, seed: int) -> list[Any]:
@@ -85,32 +106,142 @@ def replay_rows(count: int, seed: int) -> list[Any]:
     return random.Random(seed).sample(old, min(count, len(old)))
 
 
-def evaluate(loaded: Any, old: list[Any], new: list[Any]) -> dict[str, Any]:
-    """CER / hotword recall on old and new data, without and with hotwords."""
-    from speechloop.asr.evaluation import evaluate_rows
+def old_rows(train_texts: set[str]) -> tuple[list[EvalRow], int]:
+    """The seed's "seen" eval set minus rows whose text is in ``train_texts``; (rows,
+    how many were dropped)."""
+    from speechloop.data.synth.plan import plan_eval_sets
+
+    [seen] = [s for s in plan_eval_sets(seed_spec()) if s.prefix == "asr/eval/seen"]
+    keep = [r for r in seen.rows if r.text not in train_texts]
+    rendered = [render_row(r) for r in keep]
+    return rendered, len(seen.rows) - len(keep)
+
+
+def as_eval_rows(rows: list[Any]) -> list[EvalRow]:
+    """Ingested rows (audio files) as in-memory evaluation rows."""
+    from speechloop.asr.finetune.data import read_wave
+
+    return [EvalRow(r.id, r.text, tuple(r.hotwords), "", read_wave(r)) for r in rows]
+
+
+def evaluate(loaded: Any, sets: dict[str, list[EvalRow]], seed: int) -> dict[str, Any]:
+    """CER and name recall (with 95% bootstrap intervals) per set, without and with each
+    utterance's own names."""
+    from benchmarks.bench_asr_hotwords import decode, summarise
     from speechloop.asr.inference import Transcriber
 
     tr = Transcriber(loaded)
-    out = {}
-    for name, rows in (("old", old), ("new", new)):
-        rep = evaluate_rows(tr, rows, modes=("none", "own"))
-        out[name] = {mode: {k: rep[mode][k] for k in ("cer", "hotword_recall", "hotword_precision")}
-                     for mode in ("none", "own")}  # fmt: skip
+    out: dict[str, Any] = {}
+    for name, rows in sets.items():
+        names = sorted({h for r in rows for h in r.hotwords})
+        out[name] = {}
+        for mode in ("none", "own"):
+            res = summarise(rows, decode(tr, rows, mode, {}), names, seed)
+            keys = ("cer", "cer_ci95", "recall", "recall_ci95", "precision")
+            out[name][mode] = {k: res[k] for k in keys}
+    return out
+
+
+def run_stage(loaded: Any, rows: list[Any], stage: Any, cfg: Any, work: Path) -> dict[str, Any]:
+    """Train one stage and keep its LAST epoch (the one selection rule of every arm)."""
+    from dataclasses import replace as dc_replace
+
+    from speechloop.asr.finetune import finetune_model
+
+    snapshots: dict[int, dict[str, Any]] = {}
+
+    def keep(record: dict[str, Any]) -> None:
+        state = loaded.model.state_dict()
+        snapshots[int(record["epoch"])] = {k: v.detach().clone() for k, v in state.items()}
+
+    one = dc_replace(cfg, stages=(dc_replace(stage, patience=stage.epochs + 1),))
+    tuned = finetune_model(loaded, rows, one, work_dir=work, on_epoch=keep, progress=False)
+    last = max(snapshots)
+    loaded.model.load_state_dict(snapshots[last])
+    loaded.model.eval()
+    summary: dict[str, Any] = tuned.summary()[0]
+    summary["kept_epoch"] = last
+    return summary
+
+
+def arms(epochs: int, lr: float, seed: int, factor: float, threads: int) -> dict[str, Any]:
+    """The compared arms: their stages, in order."""
+    from speechloop.asr.finetune import FinetuneConfig
+    from speechloop.asr.finetune.config import StageConfig
+
+    base = replace(FinetuneConfig(seed=seed), num_threads=threads)
+    return {
+        f"naive-{epochs}": (base, [StageConfig("naive", epochs=epochs, lr=lr)]),
+        f"naive-{2 * epochs}": (base, [StageConfig("naive", epochs=2 * epochs, lr=lr)]),
+        f"two-stage-{epochs}+{epochs}": (
+            base,
+            [StageConfig("asr", epochs=epochs, lr=lr),
+             StageConfig("hotword", epochs=epochs, lr=lr * factor)],
+        ),
+    }  # fmt: skip
+
+
+def one_seed(args: argparse.Namespace, seed: int, seed_model: Any) -> dict[str, Any]:
+    """Every arm for one seed: its own corpus draw, eval sets checked disjoint."""
+    rows, new = new_data(args.work / f"seed-{seed}", seed, args.rows_per_batch)
+    rows = rows + replay_rows(args.replay, seed) if args.replay else rows
+    train_texts = {r.text for r in rows}
+    old, dropped = old_rows(train_texts)
+    new_eval = [r for r in as_eval_rows(new) if r.text not in train_texts]
+    sets = {"old": old, "new": new_eval}
+    out: dict[str, Any] = {
+        "train_rows": len(rows),
+        "old_eval_rows": len(old),
+        "old_dropped_for_text_overlap": dropped,
+        "new_eval_rows": len(new_eval),
+        "new_dropped_for_text_overlap": len(new) - len(new_eval),
+        "results": {"seed": evaluate(seed_model, sets, seed)},
+        "stages": {},
+    }
+    for name, (cfg, stages) in arms(args.epochs, args.lr, seed, args.hotword_lr_factor,
+                                    args.threads).items():  # fmt: skip
+        loaded = copy.deepcopy(seed_model)
+        cfg = replace(cfg, seed=seed)
+        summaries = []
+        for stage in stages:
+            work = args.work / f"run-{seed}-{name}-{stage.kind}-{time.time_ns()}"
+            summaries.append(run_stage(loaded, rows, stage, cfg, work))
+        out["stages"][name] = summaries
+        out["results"][name] = evaluate(loaded, sets, seed)
+        print(seed, name, json.dumps(out["results"][name]), flush=True)
+    return out
+
+
+COLUMNS = [("old", "none", "cer"), ("old", "own", "cer"), ("old", "own", "recall"),
+           ("new", "none", "cer"), ("new", "own", "cer"), ("new", "none", "recall"),
+           ("new", "own", "recall")]  # fmt: skip
+
+
+def over_seeds(per_seed: dict[str, Any]) -> dict[str, Any]:
+    """Mean, min and max over seeds of every reported figure, per model."""
+    models = next(iter(per_seed.values()))["results"].keys()
+    out: dict[str, Any] = {}
+    for model in models:
+        out[model] = {}
+        for data, mode, metric in COLUMNS:
+            vals = [s["results"][model][data][mode][metric] for s in per_seed.values()]
+            out[model][f"{data}/{mode}/{metric}"] = {
+                "mean": round(sum(vals) / len(vals), 4), "min": min(vals), "max": max(vals),
+            }  # fmt: skip
     return out
 
 
 def main() -> None:
-    """Run both arms and write the results file."""
+    """Run every arm for every seed and write the results file."""
     import torch
 
     from speechloop.asr.bootstrap import SEED_DIR
-    from speechloop.asr.finetune import FinetuneConfig, finetune_model
     from speechloop.asr.model import load_from_dir
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=4, help="N: naive-N, naive-2N, two-stage N+N")
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rows-per-batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path(".speechloop/work/bench-asr-finetune"))
@@ -121,64 +252,39 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    rows, old, new = new_data(args.work, args.seed, args.rows_per_batch)
-    rows = rows + replay_rows(args.replay, args.seed) if args.replay else rows
     seed_model = load_from_dir(args.model, version="seed")
-    results: dict[str, Any] = {"seed": evaluate(seed_model, old, new)}
-    arms = {
-        "naive": replace(
-            FinetuneConfig.naive(args.epochs, args.lr, args.seed), num_threads=args.threads
-        ),
-        "two_stage": replace(
-            FinetuneConfig.two_stage(args.epochs, args.lr, args.seed, args.hotword_lr_factor),
-            num_threads=args.threads,
-        ),
-    }
-    timings = {}
-    for name, cfg in arms.items():
-        loaded = copy.deepcopy(seed_model)
-        t0 = time.perf_counter()
-        run_dir = args.work / f"run-{name}-{time.time_ns()}"
-        tuned = finetune_model(loaded, rows, cfg, work_dir=run_dir, progress=False)
-        timings[name] = round(time.perf_counter() - t0, 1)
-        results[name] = evaluate(tuned.loaded, old, new)
-        results[name]["stages"] = tuned.summary()
+    per_seed = {str(s): one_seed(args, s, seed_model) for s in args.seeds}
     doc = {
         "benchmark": "asr_finetune",
-        "what": "naive vs two-stage fine-tuning from the seed on new voices and new hotwords",
-        "train_rows": len(rows), "old_eval_rows": len(old), "new_eval_rows": len(new),
+        "what": "naive vs two-stage from the seed on new voices and names, equal terms",
+        "selection": "last epoch of every stage (patience above the epoch count)",
         "epochs": args.epochs, "lr": args.lr, "stage2_lr": args.lr * args.hotword_lr_factor,
-        "seed": args.seed, "replay_rows": args.replay,
-        "results": results, "train_seconds": timings,
+        "seeds": args.seeds, "replay_rows": args.replay, "rows_per_batch": args.rows_per_batch,
+        "over_seeds": over_seeds(per_seed), "per_seed": per_seed,
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": {"threads": args.threads, "platform": platform.platform()},
-        "command": f"python -m benchmarks.bench_asr_finetune --epochs {args.epochs} --lr {args.lr} "
-        f"--threads {args.threads} --hotword-lr-factor {args.hotword_lr_factor} "
-        f"--replay {args.replay}",
+        "machine": {"threads": args.threads, "platform": platform.platform(),
+                    "loadavg_end": [round(x, 2) for x in os.getloadavg()]},
+        "code_version": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True,
+                                       text=True, check=False).stdout.strip(),
+        "command": "python -m benchmarks.bench_asr_finetune " + " ".join(sys.argv[1:]),
     }  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_results(args.out, doc)
     print(table(doc))
 
 
 def table(doc: dict[str, Any]) -> str:
-    """Markdown table of the results."""
-
-    def pct(x: float | None) -> str:
-        return "-" if x is None else f"{100 * x:.1f}"
-
+    """Markdown table: mean over seeds (min-max) of each figure, in %."""
     lines = [
-        "| model | old CER | old CER +hw | new CER | new CER +hw | new recall | new recall +hw |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| model | old CER | old CER +hw | old recall +hw | new CER | new CER +hw "
+        "| new recall | new recall +hw |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name in ("seed", "naive", "two_stage"):
-        r = doc["results"][name]
-        lines.append(
-            f"| {name} | {pct(r['old']['none']['cer'])} | {pct(r['old']['own']['cer'])} | "
-            f"{pct(r['new']['none']['cer'])} | {pct(r['new']['own']['cer'])} | "
-            f"{pct(r['new']['none']['hotword_recall'])} | "
-            f"{pct(r['new']['own']['hotword_recall'])} |"
-        )
+    for model, figs in doc["over_seeds"].items():
+        cells = []
+        for data, mode, metric in COLUMNS:
+            f = figs[f"{data}/{mode}/{metric}"]
+            cells.append(f"{100 * f['mean']:.1f} ({100 * f['min']:.1f}-{100 * f['max']:.1f})")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

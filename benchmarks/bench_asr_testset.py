@@ -53,7 +53,7 @@ class EvalRow:
     wave: npt.NDArray[np.float32]
 
 
-def _render(row: PlannedRow) -> EvalRow:
+def render_row(row: PlannedRow) -> EvalRow:
     """Synthesise one planned row (WAV) into samples."""
     import soundfile as sf
 
@@ -76,7 +76,7 @@ def seed_spec() -> CorpusSpec:
 def golden_rows(limit: int | None = None) -> list[EvalRow]:
     """The seed's golden set (the tuning set), first ``limit`` rows."""
     [golden] = [s for s in plan_eval_sets(seed_spec()) if s.prefix == "asr/eval/golden"]
-    return [_render(r) for r in golden.rows[:limit]]
+    return [render_row(r) for r in golden.rows[:limit]]
 
 
 def test_names() -> tuple[str, ...]:
@@ -129,4 +129,4 @@ def test_rows(named: int, name_free: int, seed: int = TEST_SEED) -> list[EvalRow
         if len(with_names) >= named and len(without) >= name_free:
             break
         size *= 2
-    return [_render(r) for r in [*with_names[:named], *without[:name_free]]]
+    return [render_row(r) for r in [*with_names[:named], *without[:name_free]]]

@@ -152,6 +152,32 @@ def eval_rows(work_dir: Path, which: str) -> list[Any]:
     return load_asr_eval_set(store, "speech-data", which, work_dir / "data", recipe_settings())
 
 
+def recorded_command(argv: Sequence[str] | None) -> str:
+    """``speechloop bootstrap asr`` with the options of ``argv`` (the process's argv: its
+    program path is dropped), less ``--out`` (where the files go, not what they are): the
+    recorded command names no local path."""
+    import shlex
+
+    opts = list(argv[3:]) if argv and len(argv) > 3 else []
+    kept: list[str] = []
+    skip = False
+    for word in opts:
+        if skip:
+            skip = False
+        elif word == "--out":
+            skip = True
+        elif not word.startswith("--out="):
+            kept.append(word)
+    return shlex.join(["speechloop", "bootstrap", "asr", *kept])
+
+
+def code_version() -> str:
+    """The source tree's ``git describe`` (or the package version) the seed was made with."""
+    from speechloop.registry.model import code_version as describe
+
+    return describe()
+
+
 def make_seed(
     out: Path | None,
     *,
@@ -192,7 +218,8 @@ def make_seed(
         "head_corpora": list(SEED_HEAD_UPDATES),
         "head_rows": len(head_rows),
         "refine_rows": len(all_rows),
-        "command": " ".join(argv or ["speechloop", "bootstrap", "asr"]),
+        "command": recorded_command(argv),
+        "code_version": code_version(),
     }
     write_seed(result, out or SEED_DIR, metrics)
     return json.loads(json.dumps(metrics))

@@ -128,7 +128,8 @@ def train_seed(
         "train_config": train.model_dump(mode="json"),
         "model_config": model_config.to_json(),
         "seconds": round(time.perf_counter() - started, 1),
-        "command": command,
+        "command": result_command(command),
+        "code_version": code_version(),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "model.pt"):
@@ -136,6 +137,36 @@ def train_seed(
     save_calibration(calibration, out_dir)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     return metrics
+
+
+#: Options that say where files go, not what is trained: left out of the recorded command.
+PLACEMENT_OPTIONS = ("--out", "--work-dir")
+
+
+def result_command(command: str) -> str:
+    """``command`` without its placement options (and their values), so the recorded
+    command names no local path: the same command anywhere gives the same model."""
+    import shlex
+
+    words = shlex.split(command)
+    kept: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in PLACEMENT_OPTIONS:
+            skip = True
+        elif not word.startswith(tuple(f"{o}=" for o in PLACEMENT_OPTIONS)):
+            kept.append(word)
+    return shlex.join(kept)
+
+
+def code_version() -> str:
+    """The source tree's ``git describe`` (or the package version): with the command,
+    what remakes the model."""
+    from speechloop.registry.model import code_version as describe
+
+    return describe()
 
 
 def eval_set_metrics(model: Any, eval_set: SpkEvalSet, device: str | None) -> dict[str, Any]:

@@ -93,3 +93,15 @@ def test_int8_from_an_onnx_only_directory_names_what_is_missing(tmp_path):
     assert onnx_dir_for(tmp_path) == tmp_path
     with pytest.raises(NotFound, match=r"model_quant\.onnx"):
         onnx_dir_for(tmp_path, quantized=True)
+
+
+def test_recorded_bootstrap_command_drops_the_program_path_and_out() -> None:
+    """`speechloop bootstrap asr` records its options without the program's path or
+    --out, so the seed's metadata names no local path; the shipped seed's does not."""
+    from speechloop.asr.seed_recipe import recorded_command
+
+    argv = ["/x/.venv/bin/speechloop", "bootstrap", "asr", "--threads", "1", "--out", "/tmp/s"]
+    assert recorded_command(argv) == "speechloop bootstrap asr --threads 1"
+    metrics = json.loads((SEED_DIR / "metrics.json").read_text())
+    assert metrics["command"] == "speechloop bootstrap asr --threads 1"
+    assert metrics["code_version"] and "/tmp" not in json.dumps(metrics)

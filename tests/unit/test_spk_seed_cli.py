@@ -116,3 +116,15 @@ def test_eval_enroll_identify_commands_on_a_store(
 def _enrolled(speaker: str) -> str:
     """The enrolment name of a corpus speaker id (``+`` is not allowed in names)."""
     return speaker.replace("+", "_")
+
+
+def test_recorded_seed_command_names_no_local_path() -> None:
+    """The seed's recorded command is the one that remakes it: placement options (--out,
+    --work-dir) are left out, training options kept; the shipped metadata says so and
+    names the code version."""
+    from speechloop.speaker.bootstrap import result_command
+
+    cmd = "speechloop bootstrap spk --out /tmp/a --work-dir=/tmp/b --epochs 10 --seed 3"
+    assert result_command(cmd) == "speechloop bootstrap spk --epochs 10 --seed 3"
+    metrics = json.loads((SEED_DIR / "metrics.json").read_text())
+    assert "/tmp" not in metrics["command"] and metrics["code_version"]
