@@ -195,11 +195,13 @@ def one_seed(args: argparse.Namespace, seed: int, seed_model: Any) -> dict[str, 
         "old_dropped_for_text_overlap": dropped,
         "new_eval_rows": len(new_eval),
         "new_dropped_for_text_overlap": len(new) - len(new_eval),
-        "results": {"seed": evaluate(seed_model, sets, seed)},
+        "results": {"seed": evaluate(seed_model, sets, seed)} if "seed" in args.arms else {},
         "stages": {},
     }
-    for name, (cfg, stages) in arms(args.epochs, args.lr, seed, args.hotword_lr_factor,
-                                    args.threads).items():  # fmt: skip
+    every = arms(args.epochs, args.lr, seed, args.hotword_lr_factor, args.threads)
+    for name, (cfg, stages) in every.items():
+        if name not in args.arms:
+            continue
         loaded = copy.deepcopy(seed_model)
         cfg = replace(cfg, seed=seed)
         summaries = []
@@ -249,7 +251,24 @@ def main() -> None:
     ap.add_argument("--hotword-lr-factor", type=float, default=10.0, help="stage 2 lr / lr")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results file")
     ap.add_argument("--replay", type=int, default=0, help="old-data rows mixed into training")
+    ap.add_argument(
+        "--arms",
+        nargs="+",
+        default=["seed", "naive-N", "naive-2N", "two-stage"],
+        help="subset to run (several processes share the cores better)",
+    )
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="combine the results files of runs with --arms subsets and stop",
+    )
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
+    args.arms = [_arm_name(a, args.epochs) for a in args.arms]
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     seed_model = load_from_dir(args.model, version="seed")
@@ -270,6 +289,32 @@ def main() -> None:
     }  # fmt: skip
     write_results(args.out, doc)
     print(table(doc))
+
+
+def _arm_name(arm: str, epochs: int) -> str:
+    """``naive-N`` / ``naive-2N`` / ``two-stage`` / ``seed`` as the arm names of ``arms``."""
+    return {
+        "naive-N": f"naive-{epochs}",
+        "naive-2N": f"naive-{2 * epochs}",
+        "two-stage": f"two-stage-{epochs}+{epochs}",
+    }.get(arm, arm)
+
+
+def merge(paths: list[Path], out: Path) -> None:
+    """One results file from runs that each ran some arms (same epochs, seeds split)."""
+    docs = [json.loads(p.read_text()) for p in paths]
+    per_seed: dict[str, Any] = {}
+    for doc in docs:
+        for seed, part in doc["per_seed"].items():
+            into = per_seed.setdefault(seed, {**part, "results": {}, "stages": {}})
+            into["results"].update(part["results"])
+            into["stages"].update(part["stages"])
+    merged = {**docs[0], "per_seed": per_seed, "over_seeds": over_seeds(per_seed),
+              "seeds": sorted(int(s) for s in per_seed),
+              "merged_from": [d["command"] for d in docs],
+              "seconds": max(d["seconds"] for d in docs)}  # fmt: skip
+    write_results(out, merged)
+    print(table(merged))
 
 
 def table(doc: dict[str, Any]) -> str:
