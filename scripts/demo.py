@@ -148,7 +148,10 @@ class Show:
     """Where the story prints (a rich console; the e2e test passes a quiet one)."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(highlight=False)
+        # piped into a file or a pager: wide enough for the tables (a terminal sets its own)
+        self.console = console or Console(
+            highlight=False, width=None if sys.stdout.isatty() else 150
+        )
         self.started = time.monotonic()
         self._number = 0
 

@@ -98,7 +98,7 @@ class Background:
         except OSError:
             return "(no log)"
 
-    def stop(self, timeout_s: float = 20.0) -> bool:
+    def stop(self, timeout_s: float = 10.0) -> bool:
         """Stop the process group (SIGTERM, then SIGKILL); False if it was not running."""
         pid = self.pid()
         self.pidfile.unlink(missing_ok=True)
