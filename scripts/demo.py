@@ -368,6 +368,20 @@ class Story:
         self.journal.record("before", {"asr": asdict(asr), "spk": asdict(spk)})
         return asr, spk, False
 
+    def promoted_answers(self, kind: str) -> AsrAnswers | SpkAnswers | None:
+        """The answers an earlier run recorded right after promoting ``kind``, if any."""
+        done = self.journal.done(f"after-{kind}")
+        if done is None:
+            return None
+        return _asr_from(done["answers"]) if kind == "asr" else _spk_from(done["answers"])
+
+    def record_promoted(self, kind: str) -> AsrAnswers | SpkAnswers:
+        """Ask the service now (it serves the promoted version) and record the answers."""
+        asr, spk = self.ask()
+        answers: AsrAnswers | SpkAnswers = asr if kind == "asr" else spk
+        self.journal.record(f"after-{kind}", {"answers": asdict(answers)})
+        return answers
+
     # -- 5-8: batches, flows, swaps, rollback -------------------------------------------
 
     def drop_new(self) -> dict[str, Any]:
@@ -381,7 +395,8 @@ class Story:
         """One ASR batch whose transcripts belong to other clips."""
         done = self.journal.done("mislabelled")
         if done is not None:
-            return dict(done["report"])
+            report = dict(done["report"])
+            return {**report, "skipped": report["asr_batches"], "asr_batches": []}
         report = _corpus_dict(drop_mislabelled_batch(self.ctx, self.sizes))
         self.journal.record("mislabelled", {"report": report})
         return report
@@ -489,7 +504,8 @@ def _quiet_export() -> Iterator[None]:
 
 def asr_table(title: str, runs: list[AsrAnswers], limit: int = 12) -> Table:
     """The probes whose answer with hotwords differs between the versions (up to
-    ``limit``; all probes if none differs), and totals over every probe."""
+    ``limit``, names the second version gained first, then names it lost; all probes if
+    none differs), and totals over every probe."""
     table = Table(title=title, show_lines=False, title_justify="left")
     table.add_column("clip")
     table.add_column("hotwords")
@@ -497,6 +513,10 @@ def asr_table(title: str, runs: list[AsrAnswers], limit: int = 12) -> Table:
         table.add_column(f"{run.version}")
     rows = range(len(runs[0].answers))
     changed = [i for i in rows if len({r.answers[i].text for r in runs}) > 1]
+    # names gained by the second version first, then names lost, then other changes
+    changed.sort(
+        key=lambda i: runs[0].answers[i].recognised - runs[1 % len(runs)].answers[i].recognised
+    )
     for i in (changed or list(rows))[:limit]:
         first = runs[0].answers[i]
         cells = [first.probe.removeprefix("eval-asr-golden-"), ", ".join(first.hotwords)]
@@ -626,14 +646,19 @@ def run(story: Story) -> int:
                      f"{story.client.served()[kind]}[/]")  # fmt: skip
             continue
         show.step(f"The service follows {kind} production without a restart")
-        version, seconds = story.wait_served(kind)
-        show.say(f"{kind} now served: {version} (seen {seconds:.1f} s after asking)")
-        asr1, spk1 = story.ask()
-        after[kind] = asr1 if kind == "asr" else spk1
-        if kind == "asr":
-            show.table(asr_table("ASR answers with hotwords, before → now", [asr0, asr1]))
+        promoted = story.promoted_answers(kind)
+        if promoted is None:
+            version, seconds = story.wait_served(kind)
+            show.say(f"{kind} now served: {version} (seen {seconds:.1f} s after asking)")
+            promoted = story.record_promoted(kind)
         else:
-            show.table(spk_table("speaker answers, before → now", [spk0, spk1]))
+            show.reused(f"the promoted version's answers recorded at "
+                        f"{story.journal.when(f'after-{kind}')}")  # fmt: skip
+        after[kind] = promoted
+        if isinstance(promoted, AsrAnswers):
+            show.table(asr_table("ASR answers with hotwords, before → now", [asr0, promoted]))
+        else:
+            show.table(spk_table("speaker answers, before → now", [spk0, promoted]))
 
     show.step("Drop a mislabelled batch (transcripts shifted to the next clip) and retrain")
     _say_corpus(show, story.drop_mislabelled())
