@@ -57,7 +57,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_asr_testset import EvalRow, render_row, seed_spec
+from benchmarks.asr_eval_sets import EvalRow, render_row, seed_spec
 from benchmarks.results_io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "asr_finetune.json"

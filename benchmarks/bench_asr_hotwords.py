@@ -21,7 +21,7 @@ alone. CER over all utterances and over name-free ones. 95% intervals: percentil
 bootstrap over utterances (2,000 resamples, seeded), so name occurrences of one
 utterance stay together.
 
-Sets (:mod:`benchmarks.bench_asr_testset`): ``tuning`` (the seed's golden set: many design
+Sets (:mod:`benchmarks.asr_eval_sets`): ``tuning`` (the seed's golden set: many design
 choices were read off it) and ``test`` (an untouched partition: other held-out voices and
 names, new sentence seed, with name-free utterances).
 
@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_asr_testset import (
+from benchmarks.asr_eval_sets import (
     TEST_SEED,
     EvalRow,
     distractor_names,

@@ -1,6 +1,6 @@
 """The shipped ASR seed's hotword path, on utterances no tuning read.
 
-The set is the untouched test partition of ``benchmarks.bench_asr_testset`` (held-out
+The set is the untouched test partition of ``benchmarks.asr_eval_sets`` (held-out
 voices 8-15, held-out names 30-59, sentence seed 1717; the golden set, which steered the
 seed's design, is not used): 30 utterances with names and 12 without. Figures measured on
 the build machine (``python -m benchmarks.bench_asr_hotwords`` gives the full-size ones):
@@ -32,7 +32,7 @@ def seed_and_rows() -> tuple[Any, list[Any]]:
         pytest.skip("no shipped seed (run `speechloop bootstrap asr`)")
     import torch
 
-    from benchmarks.bench_asr_testset import test_rows
+    from benchmarks.asr_eval_sets import test_rows
     from speechloop.asr.inference import Transcriber
     from speechloop.asr.model import load_from_dir
 
@@ -78,7 +78,7 @@ def test_distractor_list_leaves_name_free_speech_alone(
 ) -> None:
     """A list of 49 names that nobody says changes at most one of the name-free
     utterances and writes none of its names."""
-    from benchmarks.bench_asr_testset import distractor_names
+    from benchmarks.asr_eval_sets import distractor_names
 
     transcriber, rows = seed_and_rows
     free = [r for r in rows if not r.hotwords]
