@@ -21,9 +21,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
+import aiohttp
 import bentoml
 from pydantic import BaseModel
 
@@ -67,17 +68,36 @@ def _as(cls: type[M], value: Any) -> M:
     return value if isinstance(value, cls) else cls.model_validate(value)
 
 
-async def _call(kind: str, call: Awaitable[Any]) -> Any:
-    """Await a model-service call; a service that does not answer is a 503 naming it."""
-    try:
-        return await call
-    except SpeechloopError:
-        raise
-    except Exception as exc:
-        log.error("model service call failed", extra={"kind": kind, "why": repr(exc)})
-        raise ModelUnavailable(
-            f"the {kind} model service did not answer ({type(exc).__name__})"
-        ) from exc
+def _unavailable(kind: str, exc: Exception) -> ModelUnavailable:
+    """The 503 for a model service that did not answer (logged with the cause)."""
+    log.error("model service call failed", extra={"kind": kind, "why": repr(exc)})
+    return ModelUnavailable(f"the {kind} model service did not answer ({type(exc).__name__})")
+
+
+async def _call(kind: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    """Await a model-service call; a service that does not answer is a 503 naming it.
+
+    A dropped connection is retried once: BentoML 1.4.39's client between services
+    replaces its HTTP session every 100 requests and closes the old one under calls
+    still in flight (bentoml issue #5540), which surfaced as about 2.6% of requests
+    failing under concurrent load although the model service had answered them. Every
+    model call is safe to repeat (reads, or an enrolment that rewrites the same print).
+    """
+    for attempt in (1, 2):
+        try:
+            return await call()
+        except SpeechloopError:
+            raise
+        except aiohttp.ClientConnectionError as exc:
+            if attempt == 2:
+                raise _unavailable(kind, exc) from exc
+            log.warning(
+                "model service connection dropped, retrying once",
+                extra={"kind": kind, "why": repr(exc)},
+            )
+        except Exception as exc:
+            raise _unavailable(kind, exc) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @bentoml.asgi_app(api, path="/")
@@ -104,30 +124,30 @@ class Gateway:
 
     async def transcribe(self, item: AsrItem) -> AsrReply:
         """See :class:`service.api.Backend`."""
-        replies = await _call("asr", self.asr.to_async.transcribe([item]))
+        replies = await _call("asr", lambda: self.asr.to_async.transcribe([item]))
         return _as(AsrReply, replies[0])
 
     async def embed(self, item: SpkItem) -> EmbedReply:
         """See :class:`service.api.Backend`."""
-        replies = await _call("spk", self.spk.to_async.embed([item]))
+        replies = await _call("spk", lambda: self.spk.to_async.embed([item]))
         return _as(EmbedReply, replies[0])
 
     async def verify(self, req: VerifyRequest) -> VerifyReply:
         """See :class:`service.api.Backend`."""
-        return _as(VerifyReply, await _call("spk", self.spk.to_async.verify(req)))
+        return _as(VerifyReply, await _call("spk", lambda: self.spk.to_async.verify(req)))
 
     async def enroll(self, req: EnrollRequest) -> EnrollReply:
         """See :class:`service.api.Backend`."""
-        return _as(EnrollReply, await _call("spk", self.spk.to_async.enroll(req)))
+        return _as(EnrollReply, await _call("spk", lambda: self.spk.to_async.enroll(req)))
 
     async def identify(self, req: IdentifyRequest) -> IdentifyReply:
         """See :class:`service.api.Backend`."""
-        return _as(IdentifyReply, await _call("spk", self.spk.to_async.identify(req)))
+        return _as(IdentifyReply, await _call("spk", lambda: self.spk.to_async.identify(req)))
 
     async def models(self) -> list[ModelStatus]:
         """See :class:`service.api.Backend`."""
-        asr = await _call("asr", self.asr.to_async.info())
-        spk = await _call("spk", self.spk.to_async.info())
+        asr = await _call("asr", lambda: self.asr.to_async.info())
+        spk = await _call("spk", lambda: self.spk.to_async.info())
         return [_as(ModelStatus, asr), _as(ModelStatus, spk)]
 
 
