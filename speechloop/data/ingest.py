@@ -3,14 +3,17 @@
 One run (:meth:`Ingestor.run`) takes every complete batch of a kind that is not yet
 committed in the :class:`~speechloop.data.ledger.Ledger`, and for each batch:
 
-1. reads ``manifest.jsonl`` and validates every row (:mod:`speechloop.data.manifest`);
+1. lists the batch's objects once (the snapshot its ledger claim records, so a commit
+   can refuse a batch changed since), reads ``manifest.jsonl`` and validates every row
+   (:mod:`speechloop.data.manifest`);
    each row's audio is fetched, decoded, resampled to 16 kHz mono, bounded in duration
    (and an ASR row's transcript in characters per second of audio: text that cannot fit
    its audio is quarantined) and written as a 16-bit WAV under
    ``<work_dir>/<kind>/batches/<batch_id>/audio/<id>.wav``
    (a thread pool does this; paths are deterministic, writes atomic);
 2. writes the clean local ``manifest.jsonl``, ``quarantine.json`` and, last, ``done.json``
-   (the manifest's sha256: a re-run with the same manifest reuses the local rows);
+   (the manifest's sha256 and the object snapshot: a re-run over the same objects reuses
+   the local rows);
 3. publishes the quarantine report to ``<kind>/quarantine/<batch_id>/report.json`` in the
    store, where producers see it;
 4. stages the batch in the ledger under the run id.
@@ -45,7 +48,7 @@ import numpy as np
 
 from speechloop.audio import SAMPLE_RATE, Audio
 from speechloop.config import Settings
-from speechloop.data.ledger import Claim, Ledger, utc_now
+from speechloop.data.ledger import Claim, Ledger, ObjectState, batch_objects, utc_now
 from speechloop.data.manifest import (
     MANIFEST,
     Kind,
@@ -79,6 +82,7 @@ class Materialised:
     rows: list[Row]
     quarantined: list[QuarantinedRow]
     reused: bool = False
+    objects: dict[str, ObjectState] = field(default_factory=dict)
 
     def check_counts(self) -> None:
         """Nothing silently dropped: every row in is either good or quarantined."""
@@ -217,12 +221,18 @@ def _materialise_row(
 
 
 def _load_cached(
-    out_dir: Path, kind: Kind, label: str, sha: str, settings: Settings
+    out_dir: Path,
+    kind: Kind,
+    label: str,
+    sha: str,
+    objects: dict[str, ObjectState],
+    settings: Settings,
 ) -> Materialised | None:
-    """The rows of a previous run from ``out_dir`` if they match ``sha`` and the bounds."""
+    """The rows of a previous run from ``out_dir`` if they match ``sha``, the objects
+    listed now (audio replaced under an unchanged manifest is read again) and the bounds."""
     try:
         done = json.loads((out_dir / DONE).read_text())
-        if done != _done_record(sha, settings) | {"rows_in": done.get("rows_in")}:
+        if done != _done_record(sha, objects, settings) | {"rows_in": done.get("rows_in")}:
             return None
         lines = (out_dir / MANIFEST).read_text().splitlines()
         rows = [row_from_json(json.loads(line), kind, out_dir) for line in lines if line]
@@ -230,7 +240,7 @@ def _load_cached(
         bad = [QuarantinedRow.from_json(q) for q in report["rows"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    cached = Materialised(label, sha, int(done["rows_in"]), rows, bad, reused=True)
+    cached = Materialised(label, sha, int(done["rows_in"]), rows, bad, True, objects)
     if not all(row.audio.is_file() for row in rows):
         return None
     try:
@@ -255,10 +265,11 @@ def _dir_lock(out_dir: Path | None) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _done_record(sha: str, settings: Settings) -> dict[str, Any]:
+def _done_record(sha: str, objects: dict[str, ObjectState], settings: Settings) -> dict[str, Any]:
     return {
         "format": _CACHE_FORMAT,
         "manifest_sha256": sha,
+        "objects": objects,
         "min_audio_s": settings.min_audio_s,
         "max_audio_s": settings.max_audio_s,
         "min_chars_per_s": settings.min_chars_per_s,
@@ -281,10 +292,11 @@ def _validate_batch(
     Reuses the local rows of an earlier run when ``out_dir/done.json`` matches the
     manifest; otherwise starts from an empty ``out_dir`` (no stale files).
     """
+    objects = batch_objects(store, bucket, prefix)  # before reading: see the ledger
     data = store.get_bytes(bucket, f"{prefix}/{MANIFEST}")
     sha = hashlib.sha256(data).hexdigest()
     if out_dir is not None:
-        cached = _load_cached(out_dir, kind, label, sha, settings)
+        cached = _load_cached(out_dir, kind, label, sha, objects, settings)
         if cached is not None:
             return cached
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -309,7 +321,7 @@ def _validate_batch(
         elif result is not None:
             rows.append(result)
     bad.sort(key=lambda q: q.line)
-    outcome = Materialised(label, sha, rows_in, rows, bad)
+    outcome = Materialised(label, sha, rows_in, rows, bad, objects=objects)
     outcome.check_counts()
     return outcome
 
@@ -336,7 +348,8 @@ def _write_local_outputs(
     lines = [json.dumps(row_to_json(row, out_dir), ensure_ascii=False) for row in outcome.rows]
     _atomic_text(out_dir / MANIFEST, "".join(line + "\n" for line in lines))
     _atomic_text(out_dir / "quarantine.json", json.dumps(report, indent=1, ensure_ascii=False))
-    done = _done_record(outcome.manifest_sha256, settings) | {"rows_in": outcome.rows_in}
+    done = _done_record(outcome.manifest_sha256, outcome.objects, settings)
+    done |= {"rows_in": outcome.rows_in}
     _atomic_text(out_dir / DONE, json.dumps(done))
 
 
@@ -481,6 +494,7 @@ class Ingestor:
             outcome.rows_in,
             len(outcome.rows),
             len(outcome.quarantined),
+            objects=outcome.objects,
         )
         try:
             self.ledger.stage(claim)

@@ -25,6 +25,12 @@ with rows the run never saw. The claim holds the hash of the bytes the run read;
 commit the ledger compares it with the checksum the store records, or, for a manifest
 uploaded by ``mc``, boto3 or the MinIO console (no speechloop metadata), with the hash
 of the bytes the store serves now. Batches from any S3 tool commit like our own.
+
+The claim also records what the store reported for every object of the batch when the
+run listed it before reading (:func:`batch_objects`: size, etag, and the sha256 of ours
+where the store has one). A commit lists the batch prefix once more (one LIST, no GET per
+object) and refuses a batch whose audio was replaced, removed or added since. Claims
+written before this record existed carry no object list and get the manifest check only.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from speechloop.data.manifest import MANIFEST, Kind, is_safe_name
 from speechloop.errors import Conflict, IntegrityError, InvalidInput, NotFound
@@ -42,6 +48,9 @@ from speechloop.storage.base import ObjectStore
 
 BatchState = Literal["incomplete", "pending", "staged", "committed"]
 COMMITTED = "committed.json"
+ObjectState = dict[str, Any]
+"""What a listing reported for one object: ``{"size": int, "etag": str, "sha256": str}``."""
+_SHOWN = 5  # changed objects named in a refusal; the rest are counted
 
 
 def utc_now() -> str:
@@ -60,6 +69,9 @@ class Claim:
     good: int
     quarantined: int
     at: str = field(default_factory=utc_now)
+    objects: dict[str, ObjectState] | None = None
+    """Batch objects (name below the batch prefix -> state) as listed before reading;
+    None in claims written before the ledger recorded them."""
 
     def to_bytes(self) -> bytes:
         """The JSON form stored in the ledger."""
@@ -70,7 +82,11 @@ class Claim:
         """Parse a stored claim; IntegrityError naming ``where`` if it is not one."""
         try:
             obj = json.loads(data)
-            return cls(**{name: obj[name] for name in cls.__dataclass_fields__})
+            fields = {name: obj[name] for name in cls.__dataclass_fields__ if name != "objects"}
+            objects = obj.get("objects")
+            if objects is not None and not isinstance(objects, dict):
+                raise TypeError("'objects' is not a mapping")
+            return cls(**fields, objects=objects)
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"ledger record {where} is corrupt: {exc}") from None
 
@@ -205,6 +221,8 @@ class Ledger:
                 f"{MANIFEST} now has sha256 {current[:12]}..., the run read "
                 f"{claim.manifest_sha256[:12]}...; ingest it again and commit that run"
             )
+        if claim.objects is not None:
+            self._check_objects(run_id, batch_id, claim.objects)
         record = Claim(**{**asdict(claim), "at": utc_now()})
         try:
             self.store.put_bytes(
@@ -216,6 +234,22 @@ class Ledger:
                 raise Conflict(
                     f"{self.kind} batch {batch_id!r} was already committed by run {winner.run_id!r}"
                 ) from None
+
+    def _check_objects(self, run_id: str, batch_id: str, recorded: dict[str, ObjectState]) -> None:
+        """Conflict if the batch's objects differ from those the run listed (one LIST)."""
+        current = batch_objects(self.store, self.bucket, self.batch_prefix(batch_id))
+        changes = [
+            f"{name} {_change(recorded.get(name), current.get(name))}"
+            for name in sorted(recorded.keys() | current.keys())
+            if not _same_object(recorded.get(name), current.get(name))
+        ]
+        if changes:
+            more = len(changes) - _SHOWN
+            shown = ", ".join(changes[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
+            raise Conflict(
+                f"{self.kind} batch {batch_id!r} changed after run {run_id!r} ingested it: "
+                f"{shown}; ingest it again and commit that run"
+            )
 
     def manifest_sha256(self, batch_id: str) -> str:
         """The sha256 of a batch's manifest as the store serves it now.
@@ -236,6 +270,36 @@ class Ledger:
             raise Conflict(f"{self.kind} batch {batch_id!r} has no {MANIFEST} any more") from None
         except IntegrityError as exc:
             raise Conflict(f"{self.kind} batch {batch_id!r}: {exc}") from None
+
+
+def batch_objects(store: ObjectStore, bucket: str, prefix: str) -> dict[str, ObjectState]:
+    """Every object under ``prefix/`` (one LIST), by name below the prefix.
+
+    Ingestion takes this snapshot before reading a batch, so an object replaced
+    between the listing and the read makes the commit refuse (safe), never pass.
+    """
+    head = f"{prefix.rstrip('/')}/"
+    return {
+        info.key[len(head) :]: {"size": info.size, "etag": info.etag, "sha256": info.sha256}
+        for info in store.list(bucket, head)
+    }
+
+
+def _same_object(old: ObjectState | None, new: ObjectState | None) -> bool:
+    """Whether two listings show the same object: same size, etag and (where both have
+    one) sha256. Uploads by plain S3 tools carry no sha256; their etag still differs."""
+    if old is None or new is None:
+        return old is new
+    if old.get("size") != new.get("size") or old.get("etag") != new.get("etag"):
+        return False
+    old_sha, new_sha = old.get("sha256") or "", new.get("sha256") or ""
+    return not (old_sha and new_sha and old_sha != new_sha)
+
+
+def _change(old: ObjectState | None, new: ObjectState | None) -> str:
+    if old is None:
+        return "added"
+    return "removed" if new is None else "replaced"
 
 
 def _check_name(what: str, name: str) -> None:

@@ -196,6 +196,36 @@ def test_commit_refuses_a_batch_changed_after_staging(store: LocalStore, tmp_pat
     assert ing.commit(again) == ["b1"]
 
 
+def test_commit_refuses_audio_replaced_after_staging(store: LocalStore, tmp_path: Path) -> None:
+    """Audio replaced under an unchanged manifest: commit is a Conflict naming the object,
+    and the next run reads the new audio (no reuse of the stale local rows)."""
+    good_asr_batch(store, "b1", n=2)
+    ing = ingestor(store, tmp_path)
+    result = ing.run()
+    store.put_bytes(BUCKET, "asr/batches/b1/u1.wav", clip(0.7, freq=440.0))
+    with pytest.raises(Conflict, match=r"'b1' changed after run .*u1\.wav replaced"):
+        ing.commit(result)
+    again = ing.run()
+    assert not again.batches[0].reused
+    assert [round(r.duration_s, 1) for r in again.rows] == [0.5, 0.7]
+    assert ing.commit(again) == ["b1"]
+
+
+def test_claim_without_object_list_commits_on_manifest_check(
+    store: LocalStore, tmp_path: Path
+) -> None:
+    """A claim written before claims listed the batch's objects still commits (the
+    manifest check only)."""
+    good_asr_batch(store, "b1", n=2)
+    ing = ingestor(store, tmp_path)
+    result = ing.run()
+    key = f"asr/ledger/b1/staged/{result.run_id}.json"
+    legacy = json.loads(store.get_bytes(BUCKET, key))
+    del legacy["objects"]
+    store.put_bytes(BUCKET, key, json.dumps(legacy).encode())
+    assert ing.commit(result) == ["b1"]
+
+
 def test_speaker_batch_rows(store: LocalStore, tmp_path: Path) -> None:
     """Speaker rows carry the speaker; a row without one is quarantined as missing_speaker."""
     rows: list[dict[str, object] | str] = [
