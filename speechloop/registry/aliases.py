@@ -84,6 +84,34 @@ def find_write(
     return None
 
 
+def _read_current(
+    store: ObjectStore, bucket: str, key: str
+) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """Production's record and etag, and why it is unreadable (None when it is fine).
+
+    Bytes that match no checksum record (torn by a writer from before the crash-safe
+    commit) come back with no etag: only an unconditional write replaces them. Bytes
+    that are intact but not an alias record come back with their etag.
+    """
+    try:
+        data, etag = read_versioned(store, bucket, key)
+    except IntegrityError as exc:
+        return None, None, str(exc)
+    try:
+        return parse_record(data, key), etag, None
+    except IntegrityError as exc:
+        return None, etag, str(exc)
+
+
+def _replacement(new: dict[str, Any], log: list[dict[str, Any]], unreadable: str) -> dict[str, Any]:
+    """``new`` as it replaces an unreadable production: its change says so, and its
+    ``previous`` is the history's last alias change (the best record of what was there)."""
+    change = {**new["change"], "replaced_unreadable": unreadable}
+    last = history.last_alias_change(log)
+    previous = _as_alias({**last, "write_id": last.get("write_id", "")}) if last else None
+    return {**new, "change": change, "previous": previous}
+
+
 def commit(
     store: ObjectStore,
     bucket: str,
@@ -96,11 +124,16 @@ def commit(
     ``build`` returns the new record including its history entry (``change``) and may
     raise to refuse. Returns the record and whether this call wrote it (False: an
     earlier call with the same ``write_id`` already had).
+
+    An unreadable production (torn by an old writer) is replaced as if absent
+    (``build(None)``); the change records ``replaced_unreadable`` and the history gets
+    its line, so the replacement is visible. Torn bytes cannot be compare-and-swapped:
+    they are overwritten unconditionally and the write is re-read, Conflict if a rival's
+    replaced it.
     """
     key = alias_key(kind, "production")
     for attempt in range(MAX_ATTEMPTS):
-        data, etag = read_versioned(store, bucket, key)
-        old = parse_record(data, key)
+        old, etag, unreadable = _read_current(store, bucket, key)
         log = history.read_log(store, bucket, kind)
         found = find_write(old, log, write_id)
         if found is not None:
@@ -111,12 +144,19 @@ def commit(
             history.append(store, bucket, kind, change)
         new = {**build(old), "write_id": write_id}
         new["previous"] = strip_previous(old) if old else None
+        if unreadable is not None:
+            new = _replacement(new, log, unreadable)
 
         def landed() -> bool:
             production = read_production(store, bucket, kind)
             log = history.read_log(store, bucket, kind)
             return find_write(production, log, write_id) is not None
 
+        if unreadable is not None and etag is None:
+            store.put_bytes(bucket, key, dumps(new))
+            if not landed():
+                raise Conflict(f"{bucket}/{key} was replaced by another writer meanwhile")
+            return new, True
         if put_checked(store, bucket, key, dumps(new), etag=etag, landed=landed):
             return new, True
         pause(attempt)

@@ -6,14 +6,16 @@ if anything). :func:`repair` fixes only what is derived data or certainly garbag
 
 - store-level leftovers of killed writers: the store's own ``recover`` (the local
   store settles interrupted writes and removes dead writers' temp files; S3 has none);
-- the ``previous`` mirror, rewritten from production's embedded ``previous``;
+- the ``previous`` mirror, rewritten from production's embedded ``previous`` (not while
+  production is out of step with history: that would copy a stale record);
 - the history line of production's last change, appended from the alias record;
 - with ``prune`` only, the objects of a version without a manifest (an interrupted
   publish). Only while no publish runs: a publish in progress looks the same.
 
 It never moves an alias or touches a version with a manifest: a corrupt version, or an
-alias pointing at a missing or corrupt one, is reported for a person to decide
-(``models rollback``, publish again).
+alias pointing at a missing or corrupt one, an unreadable production alias, or a
+production put back to a record the history has moved past, is reported for a person
+to decide (``models promote``/``rollback``, publish again).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from speechloop.registry.registry import ModelRegistry
 MIRROR = "mirror_out_of_sync"
 HISTORY_MISSING = "history_missing_change"
 PARTIAL = "partial_version"
+OUT_OF_STEP = "production_out_of_step"
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,14 @@ def _check_production(
     try:
         record = aliases.read_production(reg.store, reg.bucket, kind)
     except (IntegrityError, NotFound) as exc:
-        report.findings.append(Finding("alias_unreadable", key, str(exc)))
+        report.findings.append(
+            Finding(
+                "alias_unreadable",
+                key,
+                f"{exc}; `models promote` (or `models rollback --to`) of a verified "
+                "version replaces it, recorded in history",
+            )
+        )
         return None
     if record is None:
         return None
@@ -182,6 +192,34 @@ def _check_history(reg: ModelRegistry, report: Report, record: dict[str, Any] | 
                 "append it from the production alias",
             )
         )
+    elif change is not None and record is not None:
+        _check_step(report, record, change, log)
+
+
+def _check_step(
+    report: Report,
+    record: dict[str, Any],
+    change: dict[str, Any],
+    log: list[dict[str, Any]],
+) -> None:
+    """Report production when its change is not the history's last alias change (put
+    back to an older record, e.g. by a restore): the log and the alias disagree."""
+    last = history.last_alias_change(log)
+    if last is None or last.get("write_id") == change["write_id"]:
+        return
+    mine = next((r for r in log if r.get("write_id") == change["write_id"]), {})
+    kind = report.kind
+    report.findings.append(
+        Finding(
+            OUT_OF_STEP,
+            alias_key(kind, "production"),
+            f"out of step with history: production is {kind}/{record['version']} "
+            f"(history seq {mine.get('seq', '?')}, write_id {change['write_id']}), but "
+            f"the history's last alias change is seq {last.get('seq')} "
+            f"({last.get('action')} -> {kind}/{last.get('version')}, write_id "
+            f"{last.get('write_id')}); promote or roll back to settle it",
+        )
+    )
 
 
 def inspect(reg: ModelRegistry, kind: str, *, version: str | None = None) -> Report:
@@ -222,8 +260,14 @@ def repair(reg: ModelRegistry, kind: str, *, prune: bool = False) -> RepairRepor
     out = RepairReport(check_kind(kind))
     _recover_store(reg, kind, out)
     torn = {f.subject for f in out.left}
-    for finding in inspect(reg, kind).findings:
-        if finding.code == MIRROR:
+    findings = inspect(reg, kind).findings
+    out_of_step = any(f.code == OUT_OF_STEP for f in findings)
+    for finding in findings:
+        if finding.code == MIRROR and out_of_step:
+            out.left.append(
+                Finding(MIRROR, finding.subject, f"{finding.problem} (kept: production is stale)")
+            )
+        elif finding.code == MIRROR:
             aliases.sync_previous(reg.store, reg.bucket, kind)
             out.fixed.append(f"{finding.subject}: rewritten from production")
         elif finding.code == HISTORY_MISSING:

@@ -90,6 +90,14 @@ def pending_change(production: dict[str, Any] | None) -> dict[str, Any] | None:
     return change if isinstance(change, dict) and change.get("write_id") else None
 
 
+def last_alias_change(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last promotion or rollback in ``records`` (rejections move no alias)."""
+    for record in reversed(records):
+        if record.get("action") in ("promote", "rollback") and "version" in record:
+            return record
+    return None
+
+
 def catch_up(store: ObjectStore, bucket: str, kind: str, production: dict[str, Any] | None) -> None:
     """Make sure the log holds the change committed with ``production`` (idempotent)."""
     change = pending_change(production)

@@ -157,7 +157,10 @@ class ModelRegistry:
 
         def target(old: dict[str, Any] | None) -> str:
             if old is None:
-                raise NotFound(f"{kind} has no production version: nothing to roll back")
+                raise NotFound(
+                    f"{kind} has no production version: nothing to roll back "
+                    "(if it is unreadable, name the version to restore with --to)"
+                )
             name = to_version
             if name is None:
                 previous = old.get("previous")
