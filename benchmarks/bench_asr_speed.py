@@ -13,9 +13,10 @@ a time (batch 1) or 8 per call (batch 8). Threads: ``THREADS`` for onnxruntime a
 funasr, whose ``AutoModel`` sets torch's thread count to its ``ncpu`` argument at
 construction and on every ``generate`` (default 4): the fair baseline passes
 ``ncpu=THREADS`` (case ``funasr_*``); funasr's default is timed too, labelled
-``funasr_default_ncpu4_b1`` (on 2 cores it oversubscribes), in a process of its own: in
-one process, once torch had run 4 threads, funasr at ``ncpu=2`` took 53 s instead of 4 s
-for the same 8 clips (2026-12-01), so the two thread counts must not share a process.
+``funasr_default_ncpu4_b1`` (on 2 cores it oversubscribes), in a process of its own, so
+one process never changes torch's thread count between cases. (On 2026-12-01, under
+contention from other jobs, funasr at ``ncpu=2`` took 33-150 s instead of about 4 s for
+the 8 clips, with and without the default case in its process: only a quiet run is fair.)
 
 The machine is shared with other jobs, whose load swings within minutes, so every case is
 timed in ONE process: after a warm-up, ROUNDS rounds each run every case once in a
