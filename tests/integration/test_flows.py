@@ -301,9 +301,17 @@ def test_minio_notification_becomes_an_event_and_the_trigger_schedules_a_retrain
         time.sleep(0.5)
     assert scheduled() == 1
     wanted = {"filter": {"event": {"name": ["speechloop.batch.complete"]}}}
-    events = httpx.post(f"{prefect_server}/events/filter", json=wanted)
-    ids = {e["resource"]["prefect.resource.id"] for e in events.json()["events"]}
-    assert {f"speechloop.batch.spk.new-{n:04d}" for n in range(1, threshold + 1)} <= ids
+    expected = {f"speechloop.batch.spk.new-{n:04d}" for n in range(1, threshold + 1)}
+
+    def stored_ids() -> set[str]:
+        events = httpx.post(f"{prefect_server}/events/filter", json=wanted)
+        return {e["resource"]["prefect.resource.id"] for e in events.json()["events"]}
+
+    # the trigger sees events before the server has persisted all of them: wait for both
+    deadline = time.monotonic() + 30
+    while not expected <= (ids := stored_ids()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert expected <= ids
     bad = httpx.post(f"{events_url}/minio", content=b"{not json", headers=headers)
     assert bad.status_code == 400 and "bad notification" in bad.json()["error"]
 

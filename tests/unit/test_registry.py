@@ -255,7 +255,7 @@ def test_racing_promoters_processes(reg: ModelRegistry, tmp_path: Path) -> None:
     """Three processes promoting three versions each, concurrently, leave a consistent chain."""
     assert isinstance(reg.store, LocalStore)
     versions = [publish(reg, tmp_path, i) for i in range(9)]
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no state inherited from earlier tests
     barrier, out = ctx.Barrier(3), ctx.Queue()
     procs = [
         ctx.Process(
