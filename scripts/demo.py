@@ -575,6 +575,20 @@ def show_result(show: Show, result: dict[str, Any], reused: bool, when: str) -> 
         show.markdown(result["decision_markdown"])
 
 
+def say_not_promoted(show: Show, kind: str, result: dict[str, Any], served: str) -> None:
+    """Why a candidate was not promoted, by check, in plain words; production unchanged."""
+    checks = (result.get("decision") or {}).get("checks", [])
+    failed = [c["name"] for c in checks if not c["passed"]]
+    if failed:
+        show.say(f"[yellow]{kind} candidate {result['candidate']} not promoted: failed "
+                 f"{', '.join(failed)}[/]")  # fmt: skip
+    if any(name.startswith("unseen_") for name in failed):
+        show.say("[yellow]the candidate got worse on voices no training batch contains "
+                 "(spk/eval/unseen): better on the voices it trained on, worse for every "
+                 "future user -- the open-set guard keeps it out[/]")  # fmt: skip
+    show.say(f"[yellow]{kind} production unchanged: the service keeps serving {served}[/]")
+
+
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -642,8 +656,7 @@ def run(story: Story) -> int:
         result, reused = story.retrain(kind, f"retrain-{kind}", epochs)
         show_result(show, result, reused, story.journal.when(f"retrain-{kind}"))
         if result["status"] != "promoted":
-            show.say(f"[yellow]{kind} production unchanged: the service keeps serving "
-                     f"{story.client.served()[kind]}[/]")  # fmt: skip
+            say_not_promoted(show, kind, result, story.client.served()[kind])
             continue
         show.step(f"The service follows {kind} production without a restart")
         promoted = story.promoted_answers(kind)

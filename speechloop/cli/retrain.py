@@ -69,13 +69,16 @@ def _config(
     min_batches: int,
     margin: float | None,
     reason: str | None,
+    unseen_set: str = "unseen",
 ) -> RetrainConfig:
-    """The run's config from the options (the flows build theirs the same way)."""
+    """The run's config from the options (the flows build theirs the same way);
+    ``unseen_set`` "none": no open-set check (speaker)."""
     from speechloop.loop.config import RetrainOptions
 
+    unseen = None if unseen_set.lower() == "none" else unseen_set
     options = RetrainOptions(small=small, epochs=epochs, replay_rows=replay_rows,
                              eval_set=eval_set, min_batches=min_batches, margin=margin,
-                             reason=reason)  # fmt: skip
+                             reason=reason, spk_unseen_set=unseen)  # fmt: skip
     return options.to_config()
 
 
@@ -121,6 +124,13 @@ EvalOpt = Annotated[str, typer.Option("--eval-set", help="golden set both models
 MinBatchesOpt = Annotated[int, typer.Option(min=1, help="fewer new batches: no new data")]
 MarginOpt = Annotated[float | None, typer.Option(min=0, help="gate margin (acc gain / EER drop)")]
 ReasonOpt = Annotated[str | None, typer.Option(help="why (goes to the history)")]
+UnseenOpt = Annotated[
+    str,
+    typer.Option(
+        "--unseen-set",
+        help='spk/eval/<name>: voices no batch contains (open-set guard); "none": skip it',
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 
 
@@ -149,8 +159,11 @@ def spk(
     min_batches: MinBatchesOpt = 1,
     margin: MarginOpt = None,
     reason: ReasonOpt = None,
+    unseen_set: UnseenOpt = "unseen",
     as_json: JsonOpt = False,
 ) -> None:
-    """Retrain the speaker model on the new batches, gate it, deploy and re-enrol if better."""
-    config = _config(small, epochs, replay_rows, eval_set, min_batches, margin, reason)
+    """Retrain the speaker model on the new batches, gate it (golden set and unseen
+    voices), deploy and re-enrol if better."""
+    config = _config(small, epochs, replay_rows, eval_set, min_batches, margin, reason,
+                     unseen_set)  # fmt: skip
     _run(Kind.spk, config, as_json)

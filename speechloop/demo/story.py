@@ -4,8 +4,9 @@ The story (``make demo``, ``tests/e2e``) runs on one partition of the synthetic 
 (:mod:`speechloop.data.synth`):
 
 - the **base corpus**: the golden evaluation sets (held-out voices and names, which the
-  shipped seeds never heard) and a few "old" batches from the seen pool (what the seeds
-  already know; later runs replay them);
+  shipped seeds never heard), the **unseen-voices** speaker set (voices that neither the
+  seeds nor any batch of the story contain: the speaker gate's open-set guard) and a few
+  "old" batches from the seen pool (what the seeds already know; later runs replay them);
 - **new batches**: labelled audio of the held-out voices saying the held-out names (new
   speakers, new names) -- what the retraining is for;
 - a **mislabelled batch**: held-out audio whose transcripts are shifted to the next clip
@@ -44,7 +45,9 @@ class StorySizes:
 
     ``voices_heldout`` / ``names_heldout``: the new speakers and names (the golden sets
     and the new batches draw from them). ``golden_asr`` utterances and
-    ``spk_eval_utts`` per speaker make the golden sets both models are gated on.
+    ``spk_eval_utts`` per speaker make the golden sets both models are gated on;
+    ``voices_unseen`` voices (``spk_eval_utts`` clips each) that no batch uses make the
+    speaker gate's unseen-voices set (embedding time only: more voices, a steadier guard).
     """
 
     voices_heldout: int
@@ -60,6 +63,7 @@ class StorySizes:
     asr_epochs: int
     spk_epochs: int
     bad_epochs: int = 1
+    voices_unseen: int = 16
     #: gate overrides (None: the configured gate, 95% confidence, margins 0.005)
     gate_confidence: float | None = None
     gate_margin: float | None = None
@@ -67,11 +71,13 @@ class StorySizes:
     @classmethod
     def demo(cls) -> StorySizes:
         """``make demo``: golden sets big enough for the configured gate (95%, margins
-        0.005): 100 ASR utterances, 8 new speakers with 10 clips each."""
+        0.005): 100 ASR utterances, 8 new speakers with 10 clips each; 16 unseen voices
+        with 10 clips each."""
         return cls(
             voices_heldout=8, names_heldout=20, golden_asr=100, spk_eval_utts=10,
             old_asr=100, old_spk=40, new_batches=2, new_asr_per_batch=150,
             new_spk_per_batch=200, bad_asr=100, asr_epochs=3, spk_epochs=8,
+            voices_unseen=16,
         )  # fmt: skip
 
     @classmethod
@@ -84,14 +90,15 @@ class StorySizes:
             voices_heldout=8, names_heldout=15, golden_asr=60, spk_eval_utts=6,
             old_asr=40, old_spk=24, new_batches=2, new_asr_per_batch=150,
             new_spk_per_batch=160, bad_asr=60, asr_epochs=3, spk_epochs=8,
-            gate_confidence=0.8, gate_margin=0.0,
+            gate_confidence=0.8, gate_margin=0.0, voices_unseen=12,
         )  # fmt: skip
 
 
 def base_spec(sizes: StorySizes) -> CorpusSpec:
-    """Golden sets plus one "old" batch per kind from the seen pool."""
+    """Golden sets, the unseen-voices set, and one "old" batch per kind from the seen pool."""
     return CorpusSpec.preset("demo").updated({
         "n_voices_heldout": sizes.voices_heldout, "n_names_heldout": sizes.names_heldout,
+        "n_voices_unseen": sizes.voices_unseen,
         "asr_eval_golden": sizes.golden_asr, "asr_eval_seen": 0,
         "spk_eval_utts": sizes.spk_eval_utts, "batch_prefix": OLD_PREFIX, "batches": 1,
         "asr_per_batch": sizes.old_asr, "spk_per_batch": sizes.old_spk,

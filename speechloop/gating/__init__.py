@@ -3,6 +3,8 @@
     from speechloop.gating import GateConfig, decide
     decision = decide(candidate_report, production_report_or_None, GateConfig())
     decision.promote, decision.to_dict(), decision.to_markdown()
+    # speaker: also guard voices no training batch contains (the open-set guard)
+    decide(cand_golden, prod_golden, GateConfig(), unseen=(cand_unseen, prod_unseen))
 
 Reports: :class:`AsrReport` (per utterance: reference characters, character errors with
 the shared hotword list and without hotwords, hotword hits per name, false alarms; built

@@ -64,6 +64,8 @@ class GateDecision:
     units: str  # what was resampled: "utterances" | "speakers"
     n_units: int
     config: Mapping[str, Any] = field(default_factory=dict)
+    #: what else was (or was not) judged, e.g. the speaker open-set guard's set and units
+    notes: tuple[str, ...] = ()
 
     @property
     def first_model(self) -> bool:
@@ -82,6 +84,7 @@ class GateDecision:
         data = asdict(self)
         data["checks"] = [asdict(c) for c in self.checks]
         data["reasons"] = list(self.reasons)
+        data["notes"] = list(self.notes)
         data["config"] = dict(self.config)
         return data
 
@@ -90,8 +93,9 @@ class GateDecision:
         """Rebuild a decision written by :meth:`to_dict`."""
         try:
             checks = tuple(MetricCheck(**c) for c in data["checks"])
-            rest = {k: v for k, v in data.items() if k not in ("checks", "reasons")}
-            return cls(checks=checks, reasons=tuple(data["reasons"]), **rest)
+            rest = {k: v for k, v in data.items() if k not in ("checks", "reasons", "notes")}
+            notes = tuple(data.get("notes", ()))  # absent in decisions recorded before notes
+            return cls(checks=checks, reasons=tuple(data["reasons"]), notes=notes, **rest)
         except (KeyError, TypeError) as exc:
             raise InvalidInput(f"not a gate decision: {exc!r}") from exc
 
@@ -107,6 +111,7 @@ class GateDecision:
             f" over {self.n_units} {self.units}, {self.n_boot} resamples, seed {self.seed}"
             f" (CI: of the gain; of the value for floors).",
             "",
+            *(line for note in self.notes for line in (f"{note[:1].upper()}{note[1:]}.", "")),
             f"| metric | role | production | candidate | gain | {pct} CI | rule | result |",
             "|---|---|---:|---:|---:|---|---|---|",
         ]

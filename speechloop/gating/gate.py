@@ -7,7 +7,14 @@
 - Guarded metrics (ASR: hotword recall and false alarms with the shared list, CER
   without hotwords; speaker: minDCF): the point estimate of the gain may not fall below
   minus the tolerance. Their intervals are reported too.
-- No production version: the candidate's point estimates must reach absolute floors.
+- The speaker open-set guard: speaker verification serves voices no model has heard, and
+  a fine-tune on a few new voices can win on those voices (the golden set) while losing
+  on every other one (docs/speaker.md, "Fine-tuning"). So a speaker run also scores both
+  models on a set of voices that no training batch contains (``unseen_eer``,
+  ``unseen_min_dcf``: guards, bootstrapped over that set's own speakers). Without those
+  reports the decision carries a note that the open-set check was not run.
+- No production version: the candidate's point estimates must reach absolute floors
+  (the same floors on the unseen voices when they were scored).
 
 ASR resamples utterances; speaker resamples speakers, taking every trial whose
 enrolment speaker was drawn (see :mod:`.spk_report`). Reports of the two models must
@@ -16,7 +23,7 @@ cover the same units (and the same shared hotword list), or the comparison is re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +43,9 @@ from speechloop.gating.config import GateConfig
 from speechloop.gating.decision import GateDecision, MetricCheck, Role
 from speechloop.gating.spk_report import SpkReport
 from speechloop.speaker.metrics import compute_metrics
+
+#: Name prefix of the open-set checks (``unseen_eer``, ``unseen_min_dcf``).
+UNSEEN = "unseen_"
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,20 @@ def spk_rules(cfg: GateConfig, first: bool) -> list[Rule]:
     ]
 
 
+def unseen_rules(cfg: GateConfig, first: bool) -> list[Rule]:
+    """The open-set checks on voices no training batch contains: floors for a first
+    model (the golden floors), else guards with their own tolerances."""
+    if first:
+        return [
+            Rule(f"{UNSEEN}eer", "floor", False, cfg.spk_max_eer),
+            Rule(f"{UNSEEN}min_dcf", "floor", False, cfg.spk_max_min_dcf),
+        ]
+    return [
+        Rule(f"{UNSEEN}eer", "guard", False, cfg.unseen_eer_tolerance),
+        Rule(f"{UNSEEN}min_dcf", "guard", False, cfg.unseen_min_dcf_tolerance),
+    ]
+
+
 # -- statistics of one report over a resample --------------------------------------------
 
 
@@ -85,17 +109,19 @@ def asr_stat(report: AsrReport) -> StatFn:
     return lambda idx: asr_metrics(arrays, idx)
 
 
-def spk_stat(report: SpkReport, groups: Sequence[I64]) -> StatFn:
-    """Speaker indices -> EER and minDCF on those speakers' trials (None if degenerate)."""
+def spk_stat(report: SpkReport, groups: Sequence[I64], prefix: str = "") -> StatFn:
+    """Speaker indices -> EER and minDCF on those speakers' trials (None if degenerate),
+    named ``<prefix>eer`` and ``<prefix>min_dcf``."""
     scores, labels = report.scores(), report.labels()
+    eer, min_dcf = f"{prefix}eer", f"{prefix}min_dcf"
 
     def stat(picks: I64) -> dict[str, float | None]:
         idx = expand_groups(groups, picks)
         y = labels[idx]
         if y.all() or not y.any():
-            return {"eer": None, "min_dcf": None}
+            return {eer: None, min_dcf: None}
         m = compute_metrics(scores[idx], y, p_target=report.p_target)
-        return {"eer": m.eer, "min_dcf": m.min_dcf}
+        return {eer: m.eer, min_dcf: m.min_dcf}
 
     return stat
 
@@ -173,16 +199,11 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.4f}" if value < 0 else f"{value:.4f}"
 
 
-def _judge(
-    kind: str,
-    versions: tuple[str, str | None],
-    stats: tuple[StatFn, StatFn | None],
-    n_units: int,
-    units: str,
-    rules: list[Rule],
-    cfg: GateConfig,
-) -> GateDecision:
-    """Bootstrap, apply the rules, assemble the decision."""
+def _bootstrap_checks(
+    stats: tuple[StatFn, StatFn | None], n_units: int, rules: list[Rule], cfg: GateConfig
+) -> tuple[MetricCheck, ...]:
+    """Bootstrap one evaluation set's units (its own generator, seeded by the config) and
+    apply ``rules`` to the point estimates and draws."""
     cand_stat, prod_stat = stats
     rng = np.random.default_rng(cfg.seed)
     resamples = list(draw_units(rng, n_units, cfg.n_boot))
@@ -195,9 +216,24 @@ def _judge(
         draws = paired_gains(
             cand_stat, prod_stat, resamples, {r.name: r.higher_is_better for r in rules}
         )
-    checks = tuple(
+    return tuple(
         _check(r, cand_point.get(r.name), prod_point.get(r.name), draws[r.name], cfg) for r in rules
     )
+
+
+def _judge(
+    kind: str,
+    versions: tuple[str, str | None],
+    stats: tuple[StatFn, StatFn | None],
+    n_units: int,
+    units: str,
+    rules: list[Rule],
+    cfg: GateConfig,
+    extra: tuple[tuple[MetricCheck, ...], tuple[str, ...]] = ((), ()),
+) -> GateDecision:
+    """Bootstrap, apply the rules, assemble the decision (with ``extra`` checks and notes
+    from another evaluation set: the speaker open-set guard)."""
+    checks = _bootstrap_checks(stats, n_units, rules, cfg) + extra[0]
     failed = [f"{c.role} {c.name} failed: {c.reason}" for c in checks if not c.passed]
     promote = not failed
     reasons = tuple(failed) if failed else ("all checks passed: " + "; ".join(
@@ -207,7 +243,7 @@ def _judge(
         kind=kind, candidate_version=versions[0], production_version=versions[1],
         promote=promote, checks=checks, reasons=reasons, confidence=cfg.confidence,
         n_boot=cfg.n_boot, seed=cfg.seed, units=units, n_units=n_units,
-        config=cfg.model_dump(mode="json"),
+        config=cfg.model_dump(mode="json"), notes=extra[1],
     )  # fmt: skip
 
 
@@ -228,21 +264,69 @@ def gate_asr(
     )
 
 
+UnseenReports = tuple[SpkReport, SpkReport | None]
+
+
+def open_set_checks(
+    unseen: UnseenReports | None,
+    versions: tuple[str, str | None],
+    golden: SpkReport,
+    cfg: GateConfig,
+) -> tuple[tuple[MetricCheck, ...], tuple[str, ...]]:
+    """The guards on voices no training batch contains, and the note saying what ran.
+
+    ``unseen`` is (candidate, production) scored on that set (production None for a first
+    model); it must be of the same two versions as the golden reports and share no
+    speaker with the golden set (else it would not be another set of voices).
+    """
+    if unseen is None:
+        return (), (
+            "open-set check not run: no scores on voices outside the training batches "
+            "(no unseen-voices set configured)",
+        )
+    cand, prod = unseen
+    got = (cand.version, prod.version if prod else None)
+    if got != versions:
+        raise InvalidInput(f"unseen-voices reports are of versions {got}, not {versions}")
+    prod = paired_spk(cand, prod) if prod is not None else None
+    shared = sorted(set(cand.speaker_trials()) & set(golden.speaker_trials()))
+    if shared:
+        raise InvalidInput(
+            f"the unseen-voices set {cand.eval_set!r} shares speakers with the golden set "
+            f"{golden.eval_set!r}: {shared[:5]}"
+        )
+    groups = list(cand.speaker_trials().values())
+    stats = (spk_stat(cand, groups, UNSEEN), spk_stat(prod, groups, UNSEEN) if prod else None)
+    checks = _bootstrap_checks(stats, len(groups), unseen_rules(cfg, prod is None), cfg)
+    note = (
+        f"open-set guard: set `{cand.eval_set or 'unseen'}`, {len(groups)} voices no training "
+        f"batch contains, {'paired ' if prod else ''}bootstrap over those speakers"
+    )
+    return checks, (note,)
+
+
 def gate_spk(
-    candidate: SpkReport, production: SpkReport | None, config: GateConfig | None = None
+    candidate: SpkReport,
+    production: SpkReport | None,
+    config: GateConfig | None = None,
+    *,
+    unseen: UnseenReports | None = None,
 ) -> GateDecision:
-    """Judge a speaker candidate (paired bootstrap over speakers, or floors)."""
+    """Judge a speaker candidate (paired bootstrap over speakers, or floors), with the
+    open-set guard when ``unseen`` (candidate, production) reports are given."""
     cfg = config or GateConfig()
     prod = paired_spk(candidate, production) if production is not None else None
     groups = list(candidate.speaker_trials().values())
+    versions = (candidate.version, prod.version if prod else None)
     return _judge(
         "spk",
-        (candidate.version, prod.version if prod else None),
+        versions,
         (spk_stat(candidate, groups), spk_stat(prod, groups) if prod else None),
         len(groups),
         "speakers",
         spk_rules(cfg, prod is None),
         cfg,
+        open_set_checks(unseen, versions, candidate, cfg),
     )
 
 
@@ -250,12 +334,22 @@ Report = AsrReport | SpkReport
 
 
 def decide(
-    candidate: Report, production: Report | None, config: GateConfig | None = None
+    candidate: Report,
+    production: Report | None,
+    config: GateConfig | None = None,
+    *,
+    unseen: UnseenReports | None = None,
 ) -> GateDecision:
-    """:func:`gate_asr` or :func:`gate_spk` by the reports' kind (both of one kind)."""
+    """:func:`gate_asr` or :func:`gate_spk` by the reports' kind (both of one kind);
+    ``unseen``: the speaker open-set reports (see :func:`gate_spk`)."""
     if production is not None and production.kind != candidate.kind:
         raise InvalidInput(
             f"cannot gate a {candidate.kind} candidate on a {production.kind} report"
         )
-    judge: Callable[..., GateDecision] = gate_asr if isinstance(candidate, AsrReport) else gate_spk
-    return judge(candidate, production, config)
+    if isinstance(candidate, AsrReport):
+        if unseen is not None:
+            raise InvalidInput("unseen-voices reports are for speaker candidates only")
+        assert production is None or isinstance(production, AsrReport)  # same kind
+        return gate_asr(candidate, production, config)
+    assert production is None or isinstance(production, SpkReport)  # same kind
+    return gate_spk(candidate, production, config, unseen=unseen)

@@ -44,13 +44,18 @@ class RetrainConfig:
     """What a retraining run does besides its kind.
 
     ``eval_set``: the golden set (``<kind>/eval/<name>`` in the data bucket) on which
-    candidate and production are scored in the same run. ``min_batches``: fewer new
+    candidate and production are scored in the same run. ``spk_unseen_set``: speaker runs
+    also score both on ``spk/eval/<name>``, voices that no training batch contains (the
+    gate's open-set guard); it must exist when a run plans (else the run fails before
+    training, naming it); None runs without that check, and the decision says so.
+    ``min_batches``: fewer new
     complete batches than this is "no new data". ``asr`` / ``spk`` / ``gate``: the
     trainers' and the gate's configs (None: their defaults). ``lease_ttl_s``: how long a
     killed run blocks the next one of its kind at most.
     """
 
     eval_set: str = "golden"
+    spk_unseen_set: str | None = "unseen"
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     min_batches: int = 1
     asr: FinetuneConfig | None = None
@@ -64,6 +69,8 @@ class RetrainConfig:
             raise InvalidInput(f"min_batches must be at least 1, got {self.min_batches}")
         if not self.reason.strip():
             raise InvalidInput("a retraining needs a reason (it goes to the history)")
+        if self.spk_unseen_set == "":
+            raise InvalidInput("spk_unseen_set must name a set (or be None: no open-set check)")
 
     def asr_config(self) -> FinetuneConfig:
         """The ASR fine-tuning config: ``asr`` or two stages at the trainer's defaults, with
@@ -108,6 +115,7 @@ class RetrainConfig:
         """Plain dict for the version's lineage (trainer configs included)."""
         out: dict[str, Any] = {
             "eval_set": self.eval_set,
+            "spk_unseen_set": self.spk_unseen_set,
             "replay": asdict(self.replay),
             "min_batches": self.min_batches,
         }
@@ -142,6 +150,9 @@ class RetrainOptions(BaseModel):
     epochs: int | None = Field(default=None, ge=1, description="epochs (per ASR stage)")
     replay_rows: int | None = Field(default=None, ge=0, description="earlier rows replayed")
     eval_set: str = Field(default="golden", description="golden set both models are scored on")
+    spk_unseen_set: str | None = Field(
+        default="unseen", description="speaker: set of voices in no batch (None: no open-set check)"
+    )
     min_batches: int = Field(default=1, ge=1, description="fewer new batches: no new data")
     margin: float | None = Field(default=None, ge=0, description="gate margin (both kinds)")
     confidence: float | None = Field(default=None, gt=0.5, lt=1, description="gate CI level")
@@ -161,7 +172,8 @@ class RetrainOptions(BaseModel):
         gate = self._gate()
         if gate is not None:
             config = replace(config, gate=gate)
-        config = replace(config, eval_set=self.eval_set, min_batches=self.min_batches)
+        config = replace(config, eval_set=self.eval_set, min_batches=self.min_batches,
+                         spk_unseen_set=self.spk_unseen_set)  # fmt: skip
         return replace(config, reason=self.reason) if self.reason else config
 
     def _gate(self) -> GateConfig | None:

@@ -9,7 +9,10 @@ One run of a kind (``retrain_asr`` / ``retrain_spk``), under the kind's store le
 2. ``train``: fine-tune the parent (ASR: two stages; speaker: fresh AAM head + network).
    The training directory is keyed by parent, batches and config, so the re-run of a
    killed run resumes from the trainers' last checkpoints.
-3. ``score``: candidate and production on the same golden set, same run, same code.
+   A speaker run first checks that its unseen-voices set exists (NotFound naming it,
+   before anything is staged) and afterwards that no training row has one of its voices.
+3. ``score``: candidate and production on the same golden set, same run, same code;
+   speaker runs also on the unseen-voices set (the gate's open-set guard).
 4. ``gate``: the paired-bootstrap decision (:mod:`speechloop.gating`).
 5. ``publish``: the candidate as an immutable registry version (weights, ONNX graphs,
    metrics with both reports' figures, lineage: parent, batches, replay, configs).
@@ -44,13 +47,14 @@ from speechloop.errors import InvalidInput
 from speechloop.loop.config import RetrainConfig
 from speechloop.loop.hooks import RunHooks
 from speechloop.loop.lock import retrain_lease
+from speechloop.loop.open_set import check_unseen_disjoint, require_unseen_set
 from speechloop.loop.training_set import TrainingSet, assemble, batch_loader, earlier_batches
 from speechloop.registry.model import check_kind, new_version_id
 
 if TYPE_CHECKING:
     from speechloop.context import AppContext, ResolvedModel
     from speechloop.deploy import Deployer
-    from speechloop.gating import GateDecision
+    from speechloop.gating import GateDecision, SpkReport
 
 Status = Literal["no_new_data", "promoted", "rejected", "deploy_failed"]
 
@@ -88,11 +92,14 @@ class RunPlan:
 
 @dataclass(frozen=True)
 class Scores:
-    """Candidate and production reports on one evaluation set."""
+    """Candidate and production reports on the golden set and (speaker runs with an
+    unseen-voices set) on that set."""
 
     eval_set: str
     candidate: Any  # AsrReport | SpkReport
     production: Any  # AsrReport | SpkReport | None
+    unseen_set: str | None = None
+    unseen: tuple[SpkReport, SpkReport | None] | None = None
 
 
 @dataclass
@@ -153,6 +160,7 @@ def plan_run(
                     TrainingSet([]), run_dir)  # fmt: skip
     if len(ingestor.pending()) < config.min_batches:
         return empty
+    unseen = _unseen_speakers(ctx, kind, config)  # before anything is staged
     ingested = ingestor.run(run_id)
     if not ingested.batches:  # a concurrent consumer took them meanwhile
         return empty
@@ -166,11 +174,24 @@ def plan_run(
     training = assemble(new_rows, ingested.batch_ids,
                         earlier_batches(ingestor.ledger, ingested.batch_ids), typed,
                         config.replay)  # fmt: skip
+    if unseen is not None and config.spk_unseen_set is not None:
+        check_unseen_disjoint(config.spk_unseen_set, unseen, training.rows)
     plan = RunPlan(kind, run_id, new_version_id(), config, ingested, training, run_dir)
     if plan.nothing_new:
         return plan
     plan.parent, plan.production = _production(ctx, kind)
     return plan
+
+
+def _unseen_speakers(ctx: AppContext, kind: Kind, config: RetrainConfig) -> frozenset[str] | None:
+    """The unseen-voices set's speakers (speaker runs that configure one; else None)."""
+    if kind != "spk" or config.spk_unseen_set is None:
+        return None
+    if config.spk_unseen_set == config.eval_set:
+        raise InvalidInput(
+            f"the unseen-voices set must be another set than the golden set {config.eval_set!r}"
+        )
+    return require_unseen_set(ctx.store, ctx.settings.data_bucket, config.spk_unseen_set)
 
 
 # -- step 2: train --------------------------------------------------------------------
@@ -252,7 +273,14 @@ def score_pair(ctx: AppContext, plan: RunPlan, candidate_dir: Path) -> Scores:
     production = score_model(plan.kind, plan.parent.directory, plan.parent.version, data, name)
     if plan.kind == "spk":
         _calibrate(candidate_dir, candidate)
-    return Scores(name, candidate, production)
+    unseen = plan.config.spk_unseen_set if plan.kind == "spk" else None
+    if unseen is None:
+        return Scores(name, candidate, production)
+    voices = load_eval_set(ctx, "spk", unseen)
+    parent = plan.parent
+    pair = (score_model("spk", candidate_dir, plan.version, voices, unseen),
+            score_model("spk", parent.directory, parent.version, voices, unseen))  # fmt: skip
+    return Scores(name, candidate, production, unseen, pair)
 
 
 def _calibrate(model_dir: Path, report: Any) -> None:
@@ -266,7 +294,7 @@ def judge(plan: RunPlan, scores: Scores) -> GateDecision:
     """The gate's decision on the two reports (paired bootstrap; see speechloop.gating)."""
     from speechloop.gating import decide
 
-    return decide(scores.candidate, scores.production, plan.config.gate)
+    return decide(scores.candidate, scores.production, plan.config.gate, unseen=scores.unseen)
 
 
 # -- step 5: publish ------------------------------------------------------------------
@@ -285,6 +313,10 @@ def publish_candidate(
         "production": scores.production.summary() if scores.production else None,
         "gate": {"promote": decision.promote, "reasons": list(decision.reasons)},
     }
+    if scores.unseen is not None:
+        cand, prod = scores.unseen
+        metrics["unseen"] = {"eval_set": scores.unseen_set, "candidate": cand.summary(),
+                             "production": prod.summary() if prod else None}  # fmt: skip
     lineage = {
         "parent": plan.parent.version,
         "parent_source": plan.parent.source,
@@ -406,9 +438,9 @@ def retrain(
         assert plan.parent is not None
         what = f"fine-tuning {plan.parent.version} on {len(plan.training.rows)} rows"
         candidate_dir = step("train", what, train_candidate, plan, hooks)
-        scores = step(
-            "score", f"scoring on {config.eval_set}", score_pair, ctx, plan, candidate_dir
-        )
+        sets = config.eval_set + (f" and {config.spk_unseen_set} (unseen voices)"
+                                  if kind == "spk" and config.spk_unseen_set else "")  # fmt: skip
+        scores = step("score", f"scoring on {sets}", score_pair, ctx, plan, candidate_dir)
         decision = step("gate", "paired bootstrap", judge, plan, scores)
         step("publish", f"publishing {plan.version}", publish_candidate, ctx, plan,
              candidate_dir, scores, decision)  # fmt: skip

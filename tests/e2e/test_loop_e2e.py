@@ -86,7 +86,7 @@ def test_seeds_serve_and_their_versions_answer(story: Any, state: dict[str, Any]
     """The corpus is written, the seeds become the first (production) versions, the
     service starts on them and every answer names the seed version that gave it."""
     corpus = story.corpus()
-    assert {"asr/eval/golden", "spk/eval/golden"} <= set(corpus["eval_sets"])
+    assert {"asr/eval/golden", "spk/eval/golden", "spk/eval/unseen"} <= set(corpus["eval_sets"])
     seeds = {s["kind"]: s for s in story.seeds()}
     assert all(s["published"] and s["promoted"] for s in seeds.values())
     started, _ = story.start_service()
@@ -133,12 +133,15 @@ def test_retrain_asr_promotes_and_the_service_serves_the_candidate(
 
 
 def test_retrain_spk_promotes_and_voiceprints_follow(story: Any, state: dict[str, Any]) -> None:
-    """retrain-spk promotes a candidate with a lower golden EER; the service serves it, the
+    """retrain-spk promotes a candidate with a lower golden EER that does not regress on
+    the unseen voices (the open-set guard ran and passed); the service serves it, the
     enrolled speakers were re-enrolled for it, and identify / verify answers name it."""
     result, _ = story.retrain("spk", "retrain-spk", story.sizes.spk_epochs)
     assert result["status"] == "promoted", result["message"]
-    eer = next(c for c in result["decision"]["checks"] if c["name"] == "eer")
+    checks = {c["name"]: c for c in result["decision"]["checks"]}
+    eer = checks["eer"]
     assert eer["passed"] and eer["candidate"] < eer["production"], eer
+    assert checks["unseen_eer"]["passed"] and checks["unseen_min_dcf"]["passed"]
     assert result["quarantined"] == 1  # the row without a speaker
     candidate = result["candidate"]
     assert sorted(result["reenrolled"]) == sorted(p.speaker for p in story.spk_probes())

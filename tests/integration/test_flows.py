@@ -7,8 +7,9 @@ One story, in order (each test builds on the state the previous ones left):
    ``speechloop.batch.complete`` events, and the ``retrain-spk`` trigger of prefect.yaml
    schedules a retraining once its threshold of batches is reached;
 2. ``retrain-spk`` on new voices (voices the seed never heard): the candidate is better
-   on the golden set, promoted, deployed (alias), voiceprints re-enrolled, the decision
-   is a Prefect artifact linked from the registry history, the ledger committed;
+   on the golden set and passes the guard on the demo preset's unseen voices; promoted,
+   deployed (alias), voiceprints re-enrolled, the decision is a Prefect artifact linked
+   from the registry history, the ledger committed;
 3. a second run finds no new data and changes nothing;
 4. ``evaluate`` scores production on the golden set;
 5. ``rollback`` serves the seed again;
@@ -332,8 +333,10 @@ def test_retrain_spk_promotes_a_candidate_that_knows_the_new_voices(world: World
     assert _production(world, "spk") == candidate
     previous = world.ctx.registry.get_alias("spk", "previous")
     assert previous is not None and previous.version == world.spk_seed
-    eer = next(c for c in result["decision"]["checks"] if c["name"] == "eer")
+    checks = {c["name"]: c for c in result["decision"]["checks"]}
+    eer = checks["eer"]
     assert eer["production"] - eer["candidate"] >= 0.03, eer  # a real gain, not noise
+    assert checks["unseen_eer"]["passed"], checks["unseen_eer"]  # the open-set guard ran
     promote = [h for h in _history(world, "spk") if h["action"] == "promote"][-1]
     assert promote["version"] == candidate and promote["decision"]["promote"] is True
     link = promote["decision"]["links"]

@@ -195,19 +195,24 @@ def test_decision_round_trips_and_renders(base_errors):
 # -- speaker --------------------------------------------------------------------------------
 
 
-def _spk(version: str, target_mean: dict[int, float], n_speakers: int = 10) -> SpkReport:
-    """Per speaker 8 target and 8 non-target trials; target scores around ``target_mean``."""
+def _spk(
+    version: str, target_mean: dict[int, float], n_speakers: int = 10, voice: str = "s"
+) -> SpkReport:
+    """Per speaker 8 target and 8 non-target trials; target scores around ``target_mean``
+    (speakers ``<voice>0``, ``<voice>1``, ...; the same noise for every call)."""
     rng = np.random.default_rng(5)
     trials = []
     for s in range(n_speakers):
         for k in range(8):
             tm = target_mean.get(s, target_mean.get(-1, 0.6))
-            trials.append(SpkTrialScore(f"e{s}", f"t{s}_{k}", f"s{s}", f"s{s}", True,
+            trials.append(SpkTrialScore(f"{voice}e{s}", f"{voice}t{s}_{k}", f"{voice}{s}",
+                                        f"{voice}{s}", True,
                                         float(rng.normal(tm, 0.12))))  # fmt: skip
             other = (s + 1 + k) % n_speakers
-            trials.append(SpkTrialScore(f"e{s}", f"t{other}_x{k}", f"s{s}", f"s{other}", False,
+            trials.append(SpkTrialScore(f"{voice}e{s}", f"{voice}t{other}_x{k}", f"{voice}{s}",
+                                        f"{voice}{other}", False,
                                         float(rng.normal(0.3, 0.12))))  # fmt: skip
-    return SpkReport(version, tuple(trials))
+    return SpkReport(version, tuple(trials), "unseen" if voice == "u" else "golden")
 
 
 def test_speaker_clear_gain_is_promoted():
@@ -288,3 +293,81 @@ def test_false_promotions_stay_near_the_nominal_rate():
 
     assert promoted(0) <= 4  # at most ~7% of 60 (expected 1.5)
     assert promoted(1) >= 54  # one error fewer per 40-character utterance
+
+
+# -- speaker: the open-set guard on voices no training batch contains -------------------
+
+
+def _unseen(version: str, target_mean: float) -> SpkReport:
+    """A report on 12 other voices (``u0``..``u11``), targets around ``target_mean``."""
+    return _spk(version, {-1: target_mean}, n_speakers=12, voice="u")
+
+
+def test_a_candidate_better_on_the_golden_set_but_worse_on_unseen_voices_is_rejected():
+    """The closed-set trap: a clear golden EER gain, but unseen voices' targets slide
+    toward the non-targets (EER up by several points, beyond the 2-point tolerance): the
+    candidate is rejected and the failing check is the unseen-voices guard."""
+    golden = (_spk("c", {-1: 0.9}), _spk("p", {-1: 0.5}))
+    decision = gate_spk(*golden, unseen=(_unseen("c", 0.42), _unseen("p", 0.6)))
+    assert decision.check("eer").passed
+    eer = decision.check("unseen_eer")
+    assert eer.role == "guard" and eer.threshold == 0.02
+    assert eer.gain is not None and eer.gain < -0.02 and not eer.passed
+    assert not decision.promote
+    assert [c.name for c in decision.checks if not c.passed] == ["unseen_eer"]
+    assert any(r.startswith("guard unseen_eer failed") for r in decision.reasons)
+    assert "12 voices no training batch contains" in decision.notes[0]
+    table = decision.to_markdown()
+    assert "| unseen_eer | guard |" in table and "**fail**" in table
+    assert "Open-set guard: set `unseen`" in table
+
+
+def test_an_unseen_voices_change_within_tolerance_passes():
+    """Unseen voices a little worse (EER within the 2-point tolerance) do not block a
+    clear golden gain; the unseen figures are in the decision with their intervals."""
+    decision = gate_spk(
+        _spk("c", {-1: 0.9}), _spk("p", {-1: 0.5}), unseen=(_unseen("c", 0.595), _unseen("p", 0.6))
+    )
+    eer = decision.check("unseen_eer")
+    assert eer.gain is not None and -0.02 <= eer.gain < 0, eer
+    assert eer.ci_low is not None and eer.ci_high is not None
+    assert decision.check("unseen_min_dcf").passed
+    assert decision.promote, decision.reasons
+    data = json.loads(json.dumps(decision.to_dict()))
+    assert GateDecision.from_dict(data) == decision and data["notes"] == list(decision.notes)
+
+
+def test_without_unseen_reports_the_decision_says_the_open_set_check_was_not_run():
+    """No unseen-voices reports: no unseen checks, and a note that says so; a decision
+    recorded before notes existed still loads."""
+    decision = gate_spk(_spk("c", {-1: 0.9}), _spk("p", {-1: 0.5}))
+    assert decision.promote
+    assert not [c for c in decision.checks if c.name.startswith("unseen_")]
+    assert decision.notes and decision.notes[0].startswith("open-set check not run")
+    assert "Open-set check not run" in decision.to_markdown()
+    old = decision.to_dict()
+    del old["notes"]
+    assert GateDecision.from_dict(old).notes == ()
+
+
+def test_a_first_speaker_model_must_reach_the_floors_on_unseen_voices_too():
+    """No production version: the unseen voices are held to the golden floors."""
+    weak_unseen = gate_spk(_spk("c", {-1: 0.9}), None, unseen=(_unseen("c", 0.35), None))
+    assert not weak_unseen.promote
+    assert weak_unseen.check("unseen_eer").role == "floor"
+    assert not weak_unseen.check("unseen_eer").passed and weak_unseen.check("eer").passed
+    assert gate_spk(_spk("c", {-1: 0.9}), None, unseen=(_unseen("c", 0.9), None)).promote
+
+
+def test_unseen_reports_must_be_other_voices_of_the_same_versions():
+    """Unseen reports sharing speakers with the golden set, or of other versions, or for
+    an ASR candidate, are refused naming why."""
+    golden = (_spk("c", {-1: 0.9}), _spk("p", {-1: 0.5}))
+    same_voices = (_spk("c", {-1: 0.9}), _spk("p", {-1: 0.5}))
+    with pytest.raises(InvalidInput, match="shares speakers with the golden set"):
+        gate_spk(*golden, unseen=same_voices)
+    with pytest.raises(InvalidInput, match="versions"):
+        gate_spk(*golden, unseen=(_unseen("other", 0.6), _unseen("p", 0.6)))
+    asr = _asr("c", np.arange(5))
+    with pytest.raises(InvalidInput, match="speaker candidates only"):
+        decide(asr, None, unseen=(_unseen("c", 0.6), None))

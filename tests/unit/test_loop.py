@@ -4,8 +4,10 @@ failures mid-run (a store wrapper that fails on chosen writes, a failing deploye
 Training and scoring are replaced by the test's step runner (the real ones run in
 tests/integration/test_flows.py): "train" copies the shipped speaker seed as the
 candidate, "score" returns hand-made per-trial reports where the candidate separates
-every trial. Ingestion, the gate, publishing (with ONNX export), promotion, the
-deployer, re-enrolment and the ledger are the real ones on a local store.
+every golden trial and, on the unseen voices, scores like production (or, when asked,
+worse). Ingestion, the gate, publishing (with ONNX export), promotion, the deployer,
+re-enrolment and the ledger are the real ones on a local store, which holds a
+(manifest-only) unseen-voices set ``spk/eval/unseen``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from speechloop.context import AppContext, seed_dir
 from speechloop.data.ledger import Claim, Ledger
 from speechloop.data.types import AsrRow, SpkEvalSet, SpkRow, Trial
 from speechloop.deploy import DeployOutcome, EmbeddedDeployer
-from speechloop.errors import Conflict, InvalidInput, StoreUnavailable
+from speechloop.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from speechloop.gating import GateDecision, build_spk_report
 from speechloop.loop import ReplayConfig, RetrainConfig, RunHooks, retrain
 from speechloop.loop.config import RetrainOptions
@@ -171,21 +173,37 @@ class FlakyStore(ObjectStore):
         self.inner.delete(bucket, key)
 
 
-def _eval_set(n_speakers: int = 6) -> SpkEvalSet:
-    rows = [SpkRow(f"s{s}u{u}", Path("x.wav"), f"s{s}", 1.0, "eval")
+def _eval_set(n_speakers: int = 6, voice: str = "s") -> SpkEvalSet:
+    rows = [SpkRow(f"{voice}{s}u{u}", Path("x.wav"), f"{voice}{s}", 1.0, "eval")
             for s in range(n_speakers) for u in range(2)]  # fmt: skip
     trials = []
     for s in range(n_speakers):
-        trials.append(Trial(f"s{s}u0", f"s{s}u1", True))
-        trials.append(Trial(f"s{s}u0", f"s{(s + 1) % n_speakers}u1", False))
+        trials.append(Trial(f"{voice}{s}u0", f"{voice}{s}u1", True))
+        trials.append(Trial(f"{voice}{s}u0", f"{voice}{(s + 1) % n_speakers}u1", False))
     return SpkEvalSet(rows, trials)
 
 
-class FakeSteps(RunHooks):
-    """Real steps except train (the seed, copied) and score (hand-made reports)."""
+UNSEEN_VOICES = [f"w{s}" for s in range(6)]
 
-    def __init__(self) -> None:
+
+def _put_unseen_set(store: ObjectStore, name: str = "unseen") -> None:
+    """A speaker set of voices w0..w5 (manifest and trials; the plan reads no audio)."""
+    data = _eval_set(voice="w")
+    rows = "".join(f'{{"id": "{r.id}", "audio": "a.wav", "speaker": "{r.speaker}"}}\n'
+                   for r in data.rows)  # fmt: skip
+    trials = "".join(f"{t.enrol} {t.test} {'target' if t.target else 'nontarget'}\n"
+                     for t in data.trials)  # fmt: skip
+    store.put_bytes(BUCKET, f"spk/eval/{name}/trials.txt", trials.encode())
+    store.put_bytes(BUCKET, f"spk/eval/{name}/manifest.jsonl", rows.encode())
+
+
+class FakeSteps(RunHooks):
+    """Real steps except train (the seed, copied) and score (hand-made reports: better on
+    the golden set; on the unseen voices like production, or worse if ``unseen_worse``)."""
+
+    def __init__(self, unseen_worse: bool = False) -> None:
         self.decisions: list[GateDecision] = []
+        self.unseen_worse = unseen_worse
 
     def run(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         if name == "train":
@@ -201,7 +219,16 @@ class FakeSteps(RunHooks):
             assert plan.parent is not None
             candidate = build_spk_report(plan.version, data, good)
             production = build_spk_report(plan.parent.version, data, poor)
-            return Scores("golden", candidate, production)  # type: ignore[return-value]
+            if plan.config.spk_unseen_set is None:
+                return Scores("golden", candidate, production)  # type: ignore[return-value]
+            voices = _eval_set(voice="w")
+            same = [0.7 if t.target else 0.3 for t in voices.trials]
+            worse = [0.4 if t.target else 0.5 for t in voices.trials]
+            unseen = (
+                build_spk_report(plan.version, voices, worse if self.unseen_worse else same),
+                build_spk_report(plan.parent.version, voices, same),
+            )
+            return Scores("golden", candidate, production, "unseen", unseen)  # type: ignore[return-value]
         return fn(*args)
 
     def decision(self, kind: str, decision: GateDecision) -> dict[str, Any]:
@@ -226,6 +253,7 @@ def seeded_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ctx = AppContext(settings, store=LocalStore(root / "store", fsync=False))
     ctx.store.ensure_bucket(BUCKET)
     publish_seed(ctx, "spk")
+    _put_unseen_set(ctx.store)
     return root / "store"
 
 
@@ -309,6 +337,57 @@ def test_a_promotion_runs_every_step_and_commits_last(ctx: AppContext) -> None:
     assert "alice" in ctx.voiceprints.speakers(result.candidate or "")
     assert _states(ctx) == {"b1": "committed", "b2": "committed"}
     assert set(result.timings) == {"plan", "train", "score", "gate", "publish", "conclude"}
+
+
+def test_a_missing_unseen_set_fails_at_plan_time_and_touches_nothing(ctx: AppContext) -> None:
+    """A speaker run whose unseen-voices set is not in the store fails before anything is
+    staged or trained, naming the missing prefix; ledger, registry and production are as
+    they were. With the set configured to None the run goes on, and its decision says the
+    open-set check was not run."""
+    seed = _seed_in_production(ctx)
+    versions = ctx.registry.list_versions("spk")
+    _spk_batches(ctx.store, "b1")
+    config = RetrainConfig.small(spk_unseen_set="voices-2027")
+    with pytest.raises(NotFound, match="spk/eval/voices-2027/"):
+        retrain(ctx, "spk", config, hooks=FakeSteps())
+    assert _states(ctx) == {"b1": "pending"} and _production(ctx) == seed
+    assert ctx.registry.list_versions("spk") == versions
+    assert not ctx.store.exists(MODELS, lease_key("spk"))
+    hooks = FakeSteps()
+    result = retrain(ctx, "spk", RetrainConfig.small(spk_unseen_set=None), hooks=hooks)
+    assert result.status == "promoted", result.message
+    assert not [c for c in hooks.decisions[0].checks if c.name.startswith("unseen_")]
+    assert "open-set check not run" in (result.decision_markdown or "").lower()
+
+
+def test_a_candidate_worse_on_unseen_voices_is_rejected_and_not_deployed(
+    ctx: AppContext,
+) -> None:
+    """Better on the golden set, worse on the unseen voices: rejected by the unseen-voices
+    guard (recorded in history with the decision), production unchanged, batches consumed."""
+    seed = _seed_in_production(ctx)
+    _spk_batches(ctx.store, "b1")
+    result = retrain(ctx, "spk", RetrainConfig.small(), hooks=FakeSteps(unseen_worse=True))
+    assert result.status == "rejected" and "unseen_eer" in result.message
+    assert _production(ctx) == seed and _states(ctx) == {"b1": "committed"}
+    record = ctx.registry.history("spk")[-1]
+    assert record["action"] == "reject"
+    failed = [c["name"] for c in record["decision"]["checks"] if not c["passed"]]
+    assert "unseen_eer" in failed and "eer" not in failed
+    metrics = ctx.registry.show("spk", result.candidate or "").metrics
+    assert metrics["unseen"]["eval_set"] == "unseen"
+
+
+def test_training_rows_with_a_voice_of_the_unseen_set_are_refused(ctx: AppContext) -> None:
+    """A batch that contains a voice of the unseen set: the run stops before training,
+    naming the voice (the guard would measure a voice the candidate trained on)."""
+    rows = [{"id": f"x{u}", "audio": f"{u}.wav", "speaker": "w3"} for u in range(2)]
+    put_batch(ctx.store, "spk", "leak", rows, {f"{u}.wav": clip(1.0) for u in range(2)})
+    versions = ctx.registry.list_versions("spk")
+    with pytest.raises(InvalidInput, match="w3"):
+        retrain(ctx, "spk", RetrainConfig.small(), hooks=FakeSteps())
+    assert ctx.registry.list_versions("spk") == versions
+    assert _states(ctx)["leak"] != "committed"
 
 
 def test_store_down_while_publishing_leaves_production_and_ledger(

@@ -155,3 +155,26 @@ def test_spec_rejects_bad_settings() -> None:
         CorpusSpec.preset("tiny").updated({"n_voices_seen": 0})
     with pytest.raises(ValueError, match="unknown preset"):
         CorpusSpec.preset("huge")  # type: ignore[arg-type]
+
+
+def test_the_unseen_voices_set_uses_voices_of_no_pool_and_no_batch() -> None:
+    """``n_voices_unseen`` adds ``spk/eval/unseen`` (targets and non-targets) of voices in
+    neither pool, so no batch of either pool has them; the other sets are unchanged."""
+    from speechloop.data.synth import UNSEEN_SET, unseen_voices
+
+    base = CorpusSpec(n_voices_heldout=4, batches=1, spk_per_batch=24, spk_eval_utts=3)
+    spec = base.updated({"n_voices_unseen": 5})
+    unseen = {v.id for v in unseen_voices(spec)}
+    assert len(unseen) == 5 and unseen <= {v.id for v in partition_voices(0).heldout}
+    for pool in ("seen", "heldout"):
+        sets = plan_corpus(spec.updated({"pool": pool}))
+        assert not unseen & (_ids(sets, "asr/batches") | _ids(sets, "spk/batches"))
+        assert not unseen & _ids(sets, "spk/eval/golden")
+    sets = {s.prefix: s for s in plan_corpus(spec)}
+    assert _ids(list(sets.values()), UNSEEN_SET) == unseen
+    assert {t.target for t in sets[UNSEEN_SET].trials} == {True, False}
+    before = {s.prefix: s for s in plan_corpus(base)}
+    assert UNSEEN_SET not in before
+    assert all(before[k] == sets[k] for k in before)
+    with pytest.raises(ValidationError, match="unseen"):
+        CorpusSpec(n_voices_heldout=130, n_voices_unseen=120)

@@ -15,6 +15,7 @@ Stable public API (import from ``speechloop.data.synth``)::
   variation, formats) and ``partition_seed`` (which voices and names are seen/held-out,
   and the golden eval sets; keep it fixed across bootstrap, fine-tuning, evaluation);
   ``n_voices_seen/n_voices_heldout`` or explicit ``voices_seen/voices_heldout`` ids;
+  ``n_voices_unseen`` (voices of ``spk/eval/unseen``, in neither pool);
   ``n_names_seen/n_names_heldout``; ``n_names_extra`` (training-only names of the
   seen pool); ``n_names_head`` (names of the "head" pool only); ``pool`` ("seen" |
   "heldout" | "head": what batches draw from; "head" is seen voices with the head-only
@@ -29,8 +30,10 @@ Stable public API (import from ``speechloop.data.synth``)::
   ``utterances_per_s``). Sets whose manifest exists are skipped unless ``overwrite``.
 - :func:`vocabulary` ``(spec) -> Vocabulary``: ``words``, ``seen_names``,
   ``heldout_names``, ``all_names`` (hotwords in transcript form) and ``charset``.
-- :func:`voice_pools` ``(spec) -> (seen, heldout)`` voices (``Voice.id`` is the speaker id).
-- :func:`normalise_text`, :data:`CHARSET`, :data:`EVAL_SETS`, :func:`plan_corpus`
+- :func:`voice_pools` ``(spec) -> (seen, heldout)`` voices (``Voice.id`` is the speaker id);
+  :func:`unseen_voices` ``(spec)``: the unseen set's voices.
+- :func:`normalise_text`, :data:`CHARSET`, :data:`EVAL_SETS`, :data:`UNSEEN_SET`,
+  :func:`plan_corpus`
   (the rows without rendering audio).
 
 What lands in the bucket (the contract layout of DESIGN.md)::
@@ -41,6 +44,8 @@ What lands in the bucket (the contract layout of DESIGN.md)::
     asr/eval/seen/     seen voices, seen names (forgetting)
     spk/eval/golden/   held-out voices, + trials.txt "<enrol_id> <test_id> target|nontarget"
     spk/eval/seen/     seen voices, + trials.txt
+    spk/eval/unseen/   (n_voices_unseen > 0) voices of no pool and no batch, + trials.txt:
+                       the speaker gate's open-set guard
     .../audio/<id>.wav|.flac|.mp3   16 kHz mono; batches mix formats, eval sets are WAV
 
 Audio is uploaded first and each manifest last. Row ids are unique across the corpus
@@ -56,7 +61,7 @@ no word is shared by two names. Speaker ids look like ``espeak_en-us_m3`` or
 ``flite_slt``. The same spec gives byte-identical manifests and audio.
 
 Presets (utterances; voices seen/held-out): ``tiny`` (1 batch of 8+8, small eval; for
-tests), ``demo`` (2 x 40+40; 8/4), ``bootstrap`` (10 x 150 ASR + 10 x 100 speaker from 24
+tests), ``demo`` (2 x 40+40; 8/4; 8 unseen), ``bootstrap`` (10 x 150 ASR + 10 x 100 speaker from 24
 seen voices and 60 seen names; eval 120 + 120 ASR, 6 per speaker), ``finetune``
 (prefix ``new``, 4 x 100 + 80 from the 8 held-out voices and 30 held-out names; no
 eval written, but the same eval plan as ``bootstrap`` so sentences never overlap it).
@@ -66,12 +71,13 @@ from __future__ import annotations
 
 from speechloop.data.synth.corpus import CorpusReport, generate_corpus
 from speechloop.data.synth.grammar import CHARSET, normalise_text
-from speechloop.data.synth.plan import EVAL_SETS, plan_corpus
+from speechloop.data.synth.plan import EVAL_SETS, UNSEEN_SET, plan_corpus
 from speechloop.data.synth.spec import (
     PRESETS,
     CorpusSpec,
     Vocabulary,
     name_pools,
+    unseen_voices,
     vocabulary,
     voice_pools,
 )
@@ -81,6 +87,7 @@ __all__ = [
     "CHARSET",
     "EVAL_SETS",
     "PRESETS",
+    "UNSEEN_SET",
     "CorpusReport",
     "CorpusSpec",
     "Vocabulary",
@@ -90,6 +97,7 @@ __all__ = [
     "name_pools",
     "normalise_text",
     "plan_corpus",
+    "unseen_voices",
     "vocabulary",
     "voice_pools",
 ]

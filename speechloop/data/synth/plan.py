@@ -27,6 +27,7 @@ from speechloop.data.synth.spec import (
     extra_names,
     head_names,
     name_pools,
+    unseen_voices,
     voice_pools,
 )
 from speechloop.data.synth.voices import Voice
@@ -41,6 +42,8 @@ EVAL_SETS: tuple[str, ...] = (
     "spk/eval/golden",
     "spk/eval/seen",
 )
+#: The speaker set of voices in no pool (written when ``n_voices_unseen`` > 0).
+UNSEEN_SET = "spk/eval/unseen"
 _MAX_REDRAWS = 50
 _SPK_NAME_RATE = 0.3
 
@@ -96,8 +99,10 @@ def plan_corpus(spec: CorpusSpec) -> list[PlannedSet]:
 
 
 def plan_eval_sets(spec: CorpusSpec) -> list[PlannedSet]:
-    """The four golden sets: held-out voices and names, and seen voices and names."""
+    """The four golden sets (held-out voices and names, seen voices and names) and, with
+    ``n_voices_unseen``, the speaker set of voices no batch uses (:data:`UNSEEN_SET`)."""
     seen_v, held_v = voice_pools(spec)
+    unseen_v = unseen_voices(spec)
     seen_n, held_n = name_pools(spec)
     out: list[PlannedSet] = []
     for name, voices, names, size, min_names in (
@@ -109,7 +114,8 @@ def plan_eval_sets(spec: CorpusSpec) -> list[PlannedSet]:
         rows = [source.row(rng, f"eval-asr-{name}-{i:04d}", "eval") for i in range(1, size + 1)]
         if rows:
             out.append(PlannedSet(f"asr/eval/{name}", "asr", tuple(rows), is_eval=True))
-    for name, voices, names in (("golden", held_v, held_n), ("seen", seen_v, seen_n)):
+    spk_sets = (("golden", held_v, held_n), ("seen", seen_v, seen_n), ("unseen", unseen_v, held_n))
+    for name, voices, names in spk_sets:
         rng = rng_for(spec.partition_seed, "eval", "spk", name)
         per_voice = itertools.product(voices, range(spec.spk_eval_utts))
         rows = [

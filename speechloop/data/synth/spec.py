@@ -13,6 +13,7 @@ utterance, rate, pitch, noise, formats).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -43,6 +44,9 @@ class CorpusSpec(BaseModel):
     partition_seed: int = Field(default=0, description="held-out voices/names; eval sets")
     n_voices_seen: int = Field(default=8, ge=1, le=250)
     n_voices_heldout: int = Field(default=4, ge=1, le=130)
+    n_voices_unseen: int = Field(
+        default=0, ge=0, le=120, description="spk/eval/unseen voices: in no pool, no batch"
+    )
     voices_seen: tuple[str, ...] | None = Field(default=None, description="explicit ids")
     voices_heldout: tuple[str, ...] | None = Field(default=None, description="explicit ids")
     n_names_seen: int = Field(default=40, ge=1, le=NAME_UNIVERSE // 2)
@@ -97,6 +101,8 @@ class CorpusSpec(BaseModel):
         seen, held = voice_pools(self)
         if {v.id for v in seen} & {v.id for v in held}:
             raise ValueError("voices_seen and voices_heldout overlap")
+        if len(unseen_voices(self)) < self.n_voices_unseen:
+            raise ValueError(f"only {len(unseen_voices(self))} voices are left for the unseen set")
         return self
 
     def updated(self, changes: Mapping[str, object]) -> CorpusSpec:
@@ -111,9 +117,10 @@ class CorpusSpec(BaseModel):
         return cls.model_validate(PRESETS[name])
 
 
-#: The presets. tiny: tests (seconds). demo: ``make demo``. bootstrap: pre-training data
-#: for the seed models (1,500 ASR rows, 24 speakers). finetune: "new" data (held-out
-#: voices and names) for the fine-tuning loop.
+#: The presets. tiny: tests (seconds). demo: ``make demo`` (with an unseen-voices set for
+#: the speaker gate's open-set guard). bootstrap: pre-training data for the seed models
+#: (1,500 ASR rows, 24 speakers). finetune: "new" data (held-out voices and names) for
+#: the fine-tuning loop.
 PRESETS: dict[str, dict[str, object]] = {
     "tiny": {
         "n_voices_seen": 4, "n_voices_heldout": 3, "n_names_seen": 12, "n_names_heldout": 8,
@@ -123,7 +130,7 @@ PRESETS: dict[str, dict[str, object]] = {
     "demo": {
         "n_voices_seen": 8, "n_voices_heldout": 4, "n_names_seen": 30, "n_names_heldout": 15,
         "batch_prefix": "demo", "batches": 2, "asr_per_batch": 40, "spk_per_batch": 40,
-        "asr_eval_golden": 30, "asr_eval_seen": 30, "spk_eval_utts": 4,
+        "asr_eval_golden": 30, "asr_eval_seen": 30, "spk_eval_utts": 4, "n_voices_unseen": 8,
     },
     "bootstrap": {
         "n_voices_seen": 24, "n_voices_heldout": 8, "n_names_seen": 60, "n_names_heldout": 30,
@@ -153,6 +160,19 @@ def voice_pools(spec: CorpusSpec) -> tuple[tuple[Voice, ...], tuple[Voice, ...]]
     if not seen or not held:
         raise ValueError("both voice pools need at least one voice")
     return seen, held
+
+
+def unseen_voices(spec: CorpusSpec) -> tuple[Voice, ...]:
+    """The ``n_voices_unseen`` voices of the open-set evaluation set (``spk/eval/unseen``).
+
+    The partition's held-out voices after those of either pool, so no batch of any spec
+    of the partition with up to as many held-out voices uses them: the speaker gate's
+    guard on voices a fine-tune never heard. Growing ``n_voices_heldout`` later would
+    reach them; the retraining refuses a run whose training rows share a voice with it.
+    """
+    used = {v.id for pool in voice_pools(spec) for v in pool}
+    free = (v for v in partition_voices(spec.partition_seed).heldout if v.id not in used)
+    return tuple(itertools.islice(free, spec.n_voices_unseen))
 
 
 def _known_voice(voice_id: str) -> Voice:
