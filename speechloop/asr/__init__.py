@@ -6,5 +6,6 @@ Modules (heavy libraries are imported inside functions, never at import time):
 ``hotwords`` (the one per-request hotword policy), ``inference`` (torch path),
 ``objectives`` (losses),
 ``finetune`` (two-stage trainer), ``bootstrap`` (the seed model), ``features``,
-``metrics``, ``onnx_export``, ``onnx_infer`` (serving path without torch).
+``metrics``, ``onnx_export``, ``onnx_infer`` (serving path without torch), ``replica``
+(a stand-in for the pretrained snapshot, for tests and benchmarks).
 """

@@ -5,7 +5,11 @@ silently meaning "no hotwords", a Python list raising TypeError), a hotword list
 is a list of strings; a multi-word phrase (``"kalo venturi"``) stays one hotword.
 Entries are normalised like transcripts; empty entries are refused, duplicates merged
 and reported, and an entry the tokenizer cannot represent is reported in ``oov`` (with
-the offending characters), never dropped silently.
+the offending characters), never dropped silently. The pretrained model's vocabulary
+(:class:`speechloop.asr.tokenizer.ForeignTokenizer`) spells entries as funasr's
+``AutoModel.generate(hotword=...)`` does: Chinese characters one by one, English words
+as the BPE pieces its ``seg_dict`` lists; a word ``seg_dict`` lacks, which funasr turns
+into ``<unk>`` silently, is refused by name.
 
 The limits are the policy's own (:data:`DEFAULT_LIMITS`: 100 hotwords, 40 characters,
 12 tokens) narrowed by what the loaded model can take (:class:`HotwordCapabilities`,

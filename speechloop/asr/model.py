@@ -14,12 +14,11 @@ torch and funasr are imported inside the functions: importing this module is che
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from speechloop.asr.tokenizer import Tokenizer
+from speechloop.asr.tokenizer import SEG_DICT_FILE, Tokenizer, load_vocabulary, write_seg_dict
 from speechloop.errors import InvalidInput, ModelUnavailable, NotFound
 
 if TYPE_CHECKING:
@@ -29,6 +28,9 @@ CONFIG_FILE = "config.yaml"
 TOKENS_FILE = "tokens.json"
 WEIGHTS_FILE = "model.pt"
 CMVN_FILE = "am.mvn"
+#: ModelScope's description of a snapshot (hub id, task, which file is which); funasr
+#: reads it first when a directory has one. Carried along unchanged.
+HUB_CONFIG_FILE = "configuration.json"
 HOTWORD_MODULES = ("bias_encoder", "seaco_decoder", "hotword_output_layer", "lstm_proj")
 
 
@@ -258,7 +260,8 @@ def read_config(path: Path) -> dict[str, Any]:
 
 
 def save_to_dir(loaded: LoadedModel, directory: Path | str, *, half: bool = False) -> Path:
-    """Write ``config.yaml``, ``tokens.json``, ``model.pt`` (and ``am.mvn``) into ``directory``.
+    """Write ``config.yaml``, ``tokens.json``, ``model.pt`` (and ``am.mvn``) into ``directory``;
+    a pretrained model's ``seg_dict`` and ``configuration.json`` go along unchanged.
 
     ``half`` stores floating tensors as float16 (the seed ships that way to stay small);
     :func:`load_from_dir` turns them back into float32.
@@ -279,6 +282,12 @@ def save_to_dir(loaded: LoadedModel, directory: Path | str, *, half: bool = Fals
     torch.save(state, out / WEIGHTS_FILE)
     if loaded.cmvn_file is not None and loaded.cmvn_file.resolve() != (out / CMVN_FILE).resolve():
         shutil.copyfile(loaded.cmvn_file, out / CMVN_FILE)
+    seg_dict = getattr(loaded.tokenizer, "seg_dict", None)
+    if seg_dict is not None:  # the pretrained model's English spelling goes with it
+        write_seg_dict(seg_dict, out / SEG_DICT_FILE)
+    hub_config = loaded.directory / HUB_CONFIG_FILE if loaded.directory is not None else None
+    if hub_config is not None and hub_config.is_file() and hub_config.parent != out:
+        shutil.copyfile(hub_config, out / HUB_CONFIG_FILE)
     return out
 
 
@@ -288,7 +297,8 @@ def load_from_dir(
     """Load a model directory (ours or a ModelScope snapshot) in eval mode.
 
     A ModelScope snapshot has ``tokens.json`` and ``model.pt`` too (the state dict
-    nested under ``"state_dict"`` or ``"model"`` in some releases, handled here).
+    nested under ``"state_dict"`` or ``"model"`` in some releases, handled here), and a
+    ``seg_dict`` (English words -> BPE pieces) that the tokenizer spells hotwords with.
     """
     import torch
 
@@ -297,9 +307,9 @@ def load_from_dir(
         if not (root / name).is_file():
             raise ModelUnavailable(f"model directory {root} lacks {name}")
     config = read_config(root / CONFIG_FILE)
-    tokens = json.loads((root / TOKENS_FILE).read_text(encoding="utf-8"))
-    tokenizer = Tokenizer(tokens) if tokens[:5] == list(_specials()) else _foreign_tokenizer(tokens)
-    config.setdefault("vocab_size", len(tokens))
+    # a snapshot's seg_dict comes with its vocabulary, as funasr reads the directory
+    tokenizer = load_vocabulary(root / TOKENS_FILE)
+    config.setdefault("vocab_size", tokenizer.vocab_size)
     model = build_seaco(config)
     try:
         state = torch.load(root / WEIGHTS_FILE, map_location="cpu", weights_only=True)
@@ -318,19 +328,6 @@ def load_from_dir(
     model.to(device).eval()
     cmvn = root / CMVN_FILE
     return LoadedModel(model, tokenizer, config, root, cmvn if cmvn.is_file() else None, version)
-
-
-def _specials() -> tuple[str, ...]:
-    from speechloop.asr.tokenizer import SPECIALS
-
-    return SPECIALS
-
-
-def _foreign_tokenizer(tokens: list[str]) -> Tokenizer:
-    """A tokenizer for a vocabulary not made by us (the real model's 8404 tokens): decode only."""
-    from speechloop.asr.tokenizer import ForeignTokenizer
-
-    return ForeignTokenizer(tokens)
 
 
 def load_from_hub(

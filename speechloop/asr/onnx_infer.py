@@ -23,7 +23,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -328,15 +327,13 @@ class OnnxSeacoAsr:
 
 def load_tokenizer(path: Path) -> TokenizerLike:
     """The tokenizer of a ``tokens.json``: ours, or a foreign vocabulary (the pretrained
-    model's), as :func:`speechloop.asr.model.load_from_dir` decides."""
-    from speechloop.asr.tokenizer import SPECIALS, ForeignTokenizer, Tokenizer
+    model's, with the ``seg_dict`` beside it), as :func:`speechloop.asr.model.load_from_dir`
+    decides (both call :func:`speechloop.asr.tokenizer.load_vocabulary`)."""
+    from speechloop.asr.tokenizer import load_vocabulary
 
     if not path.is_file():
         raise NotFound(f"{path} missing: give a tokenizer or put tokens.json there")
-    tokens = json.loads(path.read_text(encoding="utf-8"))
-    if tokens[: len(SPECIALS)] == list(SPECIALS):
-        return Tokenizer(tokens)
-    return ForeignTokenizer(tokens)
+    return load_vocabulary(path)
 
 
 def select_providers(device: str | None = None) -> list[Any]:

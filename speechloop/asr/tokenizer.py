@@ -27,6 +27,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from speechloop.errors import InvalidInput, NotFound
+from speechloop.text import normalize_text
 
 WORD_START = "▁"
 BLANK, SOS, EOS, UNK, NO_BIAS_TOKEN = "<blank>", "<s>", "</s>", "<unk>", "<no_bias>"
@@ -215,17 +216,75 @@ class Tokenizer:
         return cls([*SPECIALS, *vocab])
 
 
+SEG_DICT_FILE = "seg_dict"
+_CJK = re.compile(r"[\u4e00-\u9fa5]+")
+_CJK_OR_DIGITS = re.compile(r"[\u4e00-\u9fa50-9]+")  # funasr: spelled character by character
+
+
+def read_seg_dict(path: Path | str) -> dict[str, list[str]]:
+    """A ``seg_dict`` file as funasr's ``load_seg_dict`` reads it: one word a line, then
+    its pieces, whitespace-separated (the pretrained model's file: ``speechloop`` TAB
+    ``spe@@ ech@@ loop``; its CJK characters map to themselves)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"seg_dict file {path} does not exist")
+    out: dict[str, list[str]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 2:
+            raise InvalidInput(f"seg_dict file {path} line {n}: {line!r} has no pieces")
+        out[fields[0]] = fields[1:]
+    return out
+
+
+def write_seg_dict(seg_dict: dict[str, list[str]], path: Path | str) -> Path:
+    """Write ``seg_dict`` in the pretrained model's layout (word TAB pieces)."""
+    path = Path(path)
+    lines = (f"{word}\t{' '.join(pieces)}\n" for word, pieces in seg_dict.items())
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def load_vocabulary(tokens_file: Path | str) -> Tokenizer:
+    """The tokenizer of a model directory's ``tokens.json``: ours when it starts with
+    :data:`SPECIALS`, else a :class:`ForeignTokenizer` with the ``seg_dict`` beside the
+    file when there is one (as funasr reads a model directory)."""
+    path = Path(tokens_file)
+    if not path.is_file():
+        raise NotFound(f"tokens file {path} does not exist")
+    try:
+        tokens = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"tokens file {path} is not JSON: {exc}") from exc
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise InvalidInput(f"tokens file {path} must hold a non-empty JSON list of strings")
+    if tuple(tokens[: len(SPECIALS)]) == SPECIALS:
+        return Tokenizer(tokens)
+    seg = path.parent / SEG_DICT_FILE
+    return ForeignTokenizer(tokens, read_seg_dict(seg) if seg.is_file() else None)
+
+
 class ForeignTokenizer(Tokenizer):
     """The vocabulary of a model we did not train (the real model: Chinese characters + BPE).
 
-    Encoding: CJK characters one by one, other words whole (as funasr's hotword parser
-    does without ``seg_dict``); a unit missing from the vocabulary is ``<unk>`` and is
-    reported by :meth:`oov`. Decoding joins tokens, undoing ``@@`` BPE continuations.
+    Encoding follows funasr's hotword parser (``SeacoParaformer.generate_hotwords_list``),
+    word by word, after :func:`speechloop.text.normalize_text` (lower case, punctuation
+    dropped; funasr keeps punctuation and gets ``<unk>``). With the model's ``seg_dict``: a
+    word listed there becomes its pieces (English words: BPE pieces such as
+    ``spe@@ ech@@ loop``); a word of CJK characters and digits is spelled character by
+    character through ``seg_dict``. Without one: CJK characters one by one, other words
+    whole. Where funasr silently puts ``<unk>`` (a word neither listed nor CJK, a
+    character ``seg_dict`` lacks, a piece outside the vocabulary), :meth:`oov` reports
+    the unit and :meth:`encode` refuses it. Decoding joins tokens, undoing ``@@`` BPE
+    continuations.
     """
 
-    def __init__(self, tokens: Sequence[str]) -> None:
-        """Wrap a foreign token list; its specials are found by name where present."""
+    def __init__(self, tokens: Sequence[str], seg_dict: dict[str, list[str]] | None = None) -> None:
+        """Wrap a foreign token list (and its ``seg_dict``); specials found by name."""
         self.tokens = list(tokens)
+        self.seg_dict = dict(seg_dict) if seg_dict is not None else None
         self._ids = {t: i for i, t in enumerate(self.tokens)}
         self._longest = max(len(t) for t in self.tokens)
         self.blank_id = self._ids.get(BLANK, 0)
@@ -234,26 +293,41 @@ class ForeignTokenizer(Tokenizer):
         self.unk_id = self._ids.get(UNK, len(self.tokens) - 1)
         self.no_bias_id = len(self.tokens) - 27 if len(self.tokens) == 8404 else self.unk_id
 
-    def units(self, text: str) -> list[str]:
-        """The units funasr would look up: CJK characters singly, other words whole."""
-        out: list[str] = []
-        for word in text.lower().split():
-            if re.fullmatch(r"[\u4e00-\u9fa5]+", word):
-                out.extend(word)
+    def _segment(self, text: str) -> tuple[list[str], list[str]]:
+        """(units, unspellable): the vocabulary units of ``text`` and, in order, every
+        word or character that has none (see the class docstring)."""
+        units: list[str] = []
+        bad: list[str] = []
+        for word in normalize_text(text).split():
+            if self.seg_dict is None:
+                units.extend(list(word) if _CJK.fullmatch(word) else [word])
+            elif word in self.seg_dict:
+                units.extend(self.seg_dict[word])
+            elif _CJK_OR_DIGITS.fullmatch(word):
+                for ch in word:
+                    if ch in self.seg_dict:
+                        units.extend(self.seg_dict[ch])
+                    else:
+                        bad.append(ch)
             else:
-                out.append(word)
-        return out
+                bad.append(word)
+        bad.extend(u for u in units if u not in self._ids)
+        return units, list(dict.fromkeys(bad))
+
+    def units(self, text: str) -> list[str]:
+        """The vocabulary units funasr would look up for ``text``."""
+        return self._segment(text)[0]
 
     def oov(self, text: str) -> list[str]:
-        """Units of ``text`` that are not in the vocabulary."""
-        return [u for u in self.units(text) if u not in self._ids]
+        """Words, characters or pieces of ``text`` the model cannot spell."""
+        return self._segment(text)[1]
 
     def encode(self, text: str) -> list[int]:
         """Ids of ``text``; raises InvalidInput naming the units not in the vocabulary."""
-        bad = self.oov(text)
+        units, bad = self._segment(text)
         if bad:
             raise InvalidInput(f"cannot tokenise {text!r}: {bad} not in the vocabulary")
-        return [self._ids[u] for u in self.units(text)]
+        return [self._ids[u] for u in units]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ids: CJK characters joined, BPE pieces (``@@``) glued, words spaced."""
