@@ -2,8 +2,9 @@
 
 :func:`publish_model` is the one way a trained model directory becomes a registry
 version: it copies the directory into a staging area of the work dir, exports the ONNX
-graphs from the weights into ``onnx/`` (ASR: ``model.onnx``, ``model_eb.onnx``,
-``onnx_meta.json`` and the int8 ``*_quant.onnx``; speaker: ``model.onnx``), checks that
+graphs from the weights into ``onnx/`` (ASR: ``model_asr.onnx``, ``model_head.onnx``,
+``model_eb.onnx``, ``onnx_meta.json`` and the int8 ``*_quant.onnx``, see
+:mod:`speechloop.asr.onnx_export`; speaker: ``model.onnx``), checks that
 they load and run in onnxruntime, writes ``onnx/export.json`` (export revision and the
 sha256 of the weights they came from), then uploads everything with
 :meth:`speechloop.registry.ModelRegistry.publish` (manifest last, every file hashed).
@@ -42,6 +43,7 @@ ONNX_DIR = "onnx"
 EXPORT_RECORD = "export.json"
 # files of a model directory that are never published as they are: graphs are re-made
 _STALE = ("onnx", "model.onnx", "model_eb.onnx", "model_quant.onnx", "model_eb_quant.onnx",
+          "model_asr.onnx", "model_head.onnx", "model_asr_quant.onnx", "model_head_quant.onnx",
           "onnx_meta.json")  # fmt: skip
 
 
@@ -74,12 +76,20 @@ def _export(kind: str, model_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Export the graphs of ``kind`` into ``out_dir``; the export record."""
     if kind == "asr":
         from speechloop.asr.model import load_from_dir
-        from speechloop.asr.onnx_export import EXPORT_REVISION, export_onnx
+        from speechloop.asr.onnx_export import (
+            ASR_FILE,
+            EMBED_FILE,
+            EXPORT_REVISION,
+            HEAD_FILE,
+            META_FILE,
+            export_onnx,
+            quant_name,
+        )
 
         export_onnx(load_from_dir(model_dir).model, out_dir, quantize=True)
         revision: int = EXPORT_REVISION
-        files = ["model.onnx", "model_eb.onnx", "onnx_meta.json", "model_quant.onnx",
-                 "model_eb_quant.onnx"]  # fmt: skip
+        graphs = [ASR_FILE, HEAD_FILE, EMBED_FILE]
+        files = [*graphs, META_FILE, *map(quant_name, graphs)]
     elif kind == "spk":
         from speechloop.speaker.loading import load_model_dir
         from speechloop.speaker.onnx_export import OPSET

@@ -360,12 +360,14 @@ def make_asr_engine(
 
 
 def _graphs_in(directory: Path, *, quantized: bool) -> bool:
-    from speechloop.asr.onnx_export import META_FILE, MODEL_FILE, QUANT_SUFFIX
+    """Whether ``directory`` holds exported graphs (with ``quantized``, int8 ones too):
+    the split recogniser of revision 3 or the single ``model.onnx`` of older exports."""
+    from speechloop.asr.onnx_export import ASR_FILE, META_FILE, MODEL_FILE, quant_name
 
     if not (directory / META_FILE).is_file():
         return False
-    return (
-        not quantized or (directory / MODEL_FILE.replace(".onnx", QUANT_SUFFIX + ".onnx")).is_file()
+    return not quantized or any(
+        (directory / quant_name(name)).is_file() for name in (ASR_FILE, MODEL_FILE)
     )
 
 
@@ -379,11 +381,11 @@ def onnx_dir_for(
     NotFound names the missing file when there are no graphs and none can be exported.
     """
     from speechloop.asr.onnx_export import (
+        ASR_FILE,
         EXPORT_REVISION,
         META_FILE,
-        MODEL_FILE,
-        QUANT_SUFFIX,
         export_onnx,
+        quant_name,
         quantize_int8,
     )
 
@@ -391,7 +393,7 @@ def onnx_dir_for(
     for candidate in (directory / ONNX_SUBDIR, directory):
         if _graphs_in(candidate, quantized=quantized):
             return candidate
-    int8_file = MODEL_FILE.replace(".onnx", QUANT_SUFFIX + ".onnx")
+    int8_file = quant_name(ASR_FILE)
     wanted = int8_file if quantized else META_FILE
     if not (directory / "model.pt").is_file():
         raise NotFound(f"{directory} has no {wanted}, and no model.pt to export it from")

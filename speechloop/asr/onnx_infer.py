@@ -1,8 +1,9 @@
 """SeACo-Paraformer inference with onnxruntime only: no torch, no funasr on this path.
 
 :class:`OnnxSeacoAsr` loads a directory written by
-:func:`speechloop.asr.onnx_export.export_onnx` (``model.onnx``, ``model_eb.onnx``,
-``onnx_meta.json``) plus ``tokens.json`` and ``am.mvn``, computes features with
+:func:`speechloop.asr.onnx_export.export_onnx` (``model_asr.onnx``, ``model_head.onnx``,
+``model_eb.onnx``, ``onnx_meta.json``; or the single ``model.onnx`` of registry versions
+exported before revision 3) plus ``tokens.json`` and ``am.mvn``, computes features with
 :mod:`speechloop.asr.features`, and decodes greedily, as funasr's
 ``SeacoParaformer.inference`` does:
 
@@ -14,7 +15,10 @@
   so concurrent calls cannot interfere (onnxruntime sessions are thread-safe);
 - the execution provider is CUDA when onnxruntime has it (``device=None``), else CPU;
 - an utterance without hotwords is decoded from the ASR decoder alone (funasr skips the
-  hotword head when it has no list); with hotwords, from the SeACo-merged log-probs;
+  hotword head when it has no list); with hotwords, from the SeACo-merged log-probs. With
+  the split graphs a graph run whose utterances have no hotwords runs neither the
+  hotword encoder nor the head (same tokens, less work); a run with any list runs the
+  head over the whole run, as the single graph does;
 - token timestamps come from the upsampled CIF peaks, re-implementing funasr's
   ``ts_prediction_lfr6_standard``;
 - a hotword is "found" when it occurs, normalised, as whole words in the decoded text
@@ -41,7 +45,15 @@ from speechloop.asr.hotwords import (
     limits_for,
     parse_hotwords,
 )
-from speechloop.asr.onnx_export import EMBED_FILE, MAX_HOTWORDS, MODEL_FILE, QUANT_SUFFIX, OnnxMeta
+from speechloop.asr.onnx_export import (
+    ASR_FILE,
+    EMBED_FILE,
+    HEAD_FILE,
+    MAX_HOTWORDS,
+    MODEL_FILE,
+    OnnxMeta,
+    quant_name,
+)
 from speechloop.errors import InvalidInput, ModelUnavailable, NotFound
 
 TOKENS_FILE = "tokens.json"
@@ -171,11 +183,19 @@ class OnnxSeacoAsr:
         little on padding (``docs/results-asr-speed.md``)."""
         self.directory = Path(directory)
         self.meta = OnnxMeta.load(self.directory)
-        suffix = QUANT_SUFFIX if quantized else ""
         self._spin = spin
         self.providers = select_providers(device)
-        self._model = self._session(MODEL_FILE.replace(".onnx", suffix + ".onnx"), threads)
-        self._embed = self._session(EMBED_FILE.replace(".onnx", suffix + ".onnx"), threads)
+
+        def graph(name: str) -> str:
+            return quant_name(name) if quantized else name
+
+        #: "split" (model_asr + model_head) when the directory has them, else "single"
+        #: (model.onnx of versions exported before revision 3: hotword head always runs)
+        split = all((self.directory / graph(n)).is_file() for n in (ASR_FILE, HEAD_FILE))
+        self.layout = "split" if split else "single"
+        self._asr = self._session(graph(ASR_FILE if split else MODEL_FILE), threads)
+        self._head = self._session(graph(HEAD_FILE), threads) if split else None
+        self._embed = self._session(graph(EMBED_FILE), threads)
         self.tokenizer = tokenizer if tokenizer is not None else self._load_tokenizer()
         cmvn = Path(cmvn_file) if cmvn_file is not None else self.directory / CMVN_FILE
         # an explicit CMVN file must exist (load_am_mvn raises NotFound); am.mvn is optional
@@ -279,6 +299,36 @@ class OnnxSeacoAsr:
             bias[b, : e.shape[0]] = e
         return bias, np.array([e.shape[0] for e in embs], dtype=np.int32)
 
+    def _graphs(
+        self,
+        speech: npt.NDArray[np.float32],
+        lengths: npt.NDArray[np.int32],
+        lists: list[HotwordList],
+    ) -> tuple[Any, ...]:
+        """One graph run: SeACo-merged log-probs (None when no utterance has hotwords and
+        the split graphs skip the head), ASR log-probs, token counts, upsampled CIF
+        weights and peaks."""
+        inputs = {"speech": speech, "speech_lengths": lengths}
+        if self._head is None:  # the single graph: the head runs whatever the lists
+            bias, bias_lengths = self._bias(lists)
+            return tuple(
+                self._asr.run(None, inputs | {"bias_embed": bias, "bias_lengths": bias_lengths})
+            )
+        asr_logits, token_num, us_alphas, us_peaks, embeds, hidden = self._asr.run(None, inputs)
+        logits = None
+        if any(len(h) for h in lists):
+            bias, bias_lengths = self._bias(lists)
+            head_in = {
+                "bias_embed": bias,
+                "bias_lengths": bias_lengths,
+                "acoustic_embeds": embeds,
+                "decoder_hidden": hidden,
+                "token_num": token_num,
+                "asr_logits": asr_logits,
+            }
+            logits = self._head.run(None, head_in)[0]
+        return logits, asr_logits, token_num, us_alphas, us_peaks
+
     def _run(
         self, feats: list[npt.NDArray[np.float32]], lists: list[HotwordList]
     ) -> list[AsrResult]:
@@ -286,21 +336,12 @@ class OnnxSeacoAsr:
         speech = np.zeros((len(feats), int(lengths.max()), self.meta.feats_dim), dtype=np.float32)
         for b, f in enumerate(feats):
             speech[b, : f.shape[0]] = f
-        bias, bias_lengths = self._bias(lists)
-        logits, asr_logits, token_num, us_alphas, us_peaks = self._model.run(
-            None,
-            {
-                "speech": speech,
-                "speech_lengths": lengths,
-                "bias_embed": bias,
-                "bias_lengths": bias_lengths,
-            },
-        )
+        logits, asr_logits, token_num, us_alphas, us_peaks = self._graphs(speech, lengths, lists)
         out = []
         up = self.meta.upsample_times
         for b in range(len(feats)):
             n = int(token_num[b])
-            scores = logits[b, :n] if len(lists[b]) else asr_logits[b, :n]
+            scores = logits[b, :n] if len(lists[b]) and logits is not None else asr_logits[b, :n]
             skip = {self.meta.blank_id, self.meta.sos_id, self.meta.eos_id}
             token_ids = [int(t) for t in scores.argmax(-1) if int(t) not in skip]
             frames = int(lengths[b]) * up

@@ -78,7 +78,7 @@ def test_onnx_paths_transcribe_like_torch(clip, tmp_path, monkeypatch):
         texts[name] = json.loads(result.output.strip().splitlines()[-1])["text"]
     assert texts["onnx"] == texts["torch"]
     assert texts["int8"]
-    assert list(tmp_path.glob("onnx/*/model_quant.onnx")), "int8 graphs not written"
+    assert list(tmp_path.glob("onnx/*/model_asr_quant.onnx")), "int8 graphs not written"
     refused = CliRunner().invoke(app, [*base, "--int8"])
     assert refused.exit_code == 2 and "--int8 needs --onnx" in refused.output
 
@@ -91,7 +91,7 @@ def test_int8_from_an_onnx_only_directory_names_what_is_missing(tmp_path):
 
     (tmp_path / "onnx_meta.json").write_text("{}")
     assert onnx_dir_for(tmp_path) == tmp_path
-    with pytest.raises(NotFound, match=r"model_quant\.onnx"):
+    with pytest.raises(NotFound, match=r"model_asr_quant\.onnx"):
         onnx_dir_for(tmp_path, quantized=True)
 
 

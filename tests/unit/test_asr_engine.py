@@ -115,7 +115,7 @@ def test_engine_reports_version_backend_device_and_threads() -> None:
     assert info["version"] == "seed" and info["backend"] == "onnx-int8"
     assert info["device"] == "cpu"
     assert info["hotword_limits"] == {"max_count": 49, "max_chars": 40, "max_tokens": 12}
-    session = engine._backend.asr._model  # type: ignore[attr-defined]
+    session = engine._backend.asr._asr  # type: ignore[attr-defined]
     assert session.get_session_options().intra_op_num_threads == 2
     assert session.get_providers() == ["CPUExecutionProvider"]
 
@@ -165,7 +165,7 @@ def test_graphs_in_an_onnx_subdirectory_are_used_as_they_are(tmp_path: Path) -> 
     assert onnx_dir_for(tmp_path) == sub
     (tmp_path / "onnx_meta.json").write_text("{}")
     assert onnx_dir_for(tmp_path) == sub
-    with pytest.raises(NotFound, match=r"model_quant\.onnx"):
+    with pytest.raises(NotFound, match=r"model_asr_quant\.onnx"):
         onnx_dir_for(tmp_path, quantized=True)
 
 

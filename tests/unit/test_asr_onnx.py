@@ -161,9 +161,10 @@ def test_runs_and_streams_do_not_change_results_or_their_order(setup: dict[str, 
 
 
 def test_logits_close_to_torch(setup: dict[str, Any]) -> None:
-    """Merged log-probs of ONNX and torch (funasr's ``_seaco_decode_with_ASF`` on the
-    encoder output zeroed past each clip's end, as ``inference.encode`` gives it) agree
-    within 1e-3 on the valid token positions of a padded batch."""
+    """Merged log-probs of ONNX (recogniser then hotword head) and torch (funasr's
+    ``_seaco_decode_with_ASF`` on the encoder output zeroed past each clip's end, as
+    ``inference.encode`` gives it) agree within 1e-3 on the valid token positions of a
+    padded batch."""
     import onnxruntime as ort
 
     model, tok = setup["model"], setup["tok"]
@@ -171,14 +172,20 @@ def test_logits_close_to_torch(setup: dict[str, Any]) -> None:
     asr = OnnxSeacoAsr(setup["dir"], threads=2)
     hw = [tok.encode(h) for h in HOTWORDS]
     bias = np.repeat(asr.hotword_embeddings(hw)[None], len(lengths), axis=0)
-    sess = ort.InferenceSession(str(setup["dir"] / "model.onnx"))
-    inputs = {
-        "speech": feats,
-        "speech_lengths": lengths,
+    recogniser = ort.InferenceSession(str(setup["dir"] / "model_asr.onnx"))
+    head = ort.InferenceSession(str(setup["dir"] / "model_head.onnx"))
+    asr_logits, token_num, _, _, embeds, hidden = recogniser.run(
+        None, {"speech": feats, "speech_lengths": lengths}
+    )
+    head_in = {
         "bias_embed": bias,
         "bias_lengths": np.full(len(lengths), bias.shape[1], dtype=np.int32),
+        "acoustic_embeds": embeds,
+        "decoder_hidden": hidden,
+        "token_num": token_num,
+        "asr_logits": asr_logits,
     }
-    logits, _, token_num, _, _ = sess.run(None, inputs)
+    logits = head.run(None, head_in)[0]
     with torch.no_grad():
         enc, enc_len = encode(model, torch.from_numpy(feats), torch.from_numpy(lengths))
         emb, tl = model.calc_predictor(enc, enc_len)[:2]
@@ -218,15 +225,17 @@ def test_int8_variant_agrees_with_float(setup: dict[str, Any]) -> None:
 
 def test_int8_weights_are_signed(setup: dict[str, Any]) -> None:
     """The int8 graphs store MatMul weights as signed int8 (what onnxruntime's VNNI / AMX
-    kernels take; uint8 weights ran no faster than float) and keep the output layer float."""
+    kernels take; uint8 weights ran no faster than float) and keep the output layers float,
+    in the recogniser and in the hotword head."""
     import onnx
 
-    graph = onnx.load(str(setup["dir"] / "model_quant.onnx")).graph
-    kinds = {init.name: init.data_type for init in graph.initializer}
-    quantised = [n for n in kinds if n.endswith("_quantized")]
-    assert quantised, "no quantised weights in the int8 graph"
-    assert all(kinds[n] == onnx.TensorProto.INT8 for n in quantised), quantised
-    assert any("output_layer" in n.name and n.op_type == "MatMul" for n in graph.node)
+    for name in ("model_asr_quant.onnx", "model_head_quant.onnx"):
+        graph = onnx.load(str(setup["dir"] / name)).graph
+        kinds = {init.name: init.data_type for init in graph.initializer}
+        quantised = [n for n in kinds if n.endswith("_quantized")]
+        assert quantised, f"no quantised weights in {name}"
+        assert all(kinds[n] == onnx.TensorProto.INT8 for n in quantised), quantised
+        assert any("output_layer" in n.name and n.op_type == "MatMul" for n in graph.node)
 
 
 def test_timestamps_match_funasr() -> None:
@@ -330,4 +339,4 @@ def test_meta_records_sizes_from_the_instance(setup: dict[str, Any]) -> None:
     assert meta["bias_dim"] == 32
     assert meta["vocab_size"] == setup["tok"].vocab_size
     assert meta["no_bias_id"] == setup["tok"].no_bias_id
-    assert (setup["dir"] / "model_quant.onnx").is_file()
+    assert (setup["dir"] / "model_asr_quant.onnx").is_file()
