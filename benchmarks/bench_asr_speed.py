@@ -3,9 +3,11 @@
 The full-size SeACo-Paraformer architecture (the pretrained model's config: SANM encoder
 50 blocks x 512, 4 heads, FFN 2048; decoder 16 blocks; SeACo decoder 6 blocks, FFN 1024,
 kernel 21; CifPredictorV3; vocabulary 8404, NO_BIAS 8377) with random weights (speed does
-not depend on the values) is built once into ``.speechloop/bench_asr/full`` (config.yaml,
-tokens.json, model.pt, am.mvn, ONNX files; never committed), so that
-``AutoModel(model=<dir>, disable_update=True)`` loads it like a ModelScope snapshot.
+not depend on the values) is built once into ``.speechloop/bench_asr/full``: the replica of
+the ModelScope snapshot (:mod:`speechloop.asr.replica`: its files, weights from funasr's
+own builder), ``am.mvn`` recomputed over the clips timed, plus the ONNX files (never
+committed), so that ``AutoModel(model=<dir>, disable_update=True)`` loads it as it loads
+the snapshot.
 
 Clips: the four real WAV recordings of ``../shared/realaudio`` whole, and a cut of each
 (55%, 65%, 75%, 85% of its length): 8 clips of mixed lengths, no clip twice, decoded one at
@@ -49,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.results_io import write_results
-from speechloop.asr.model import pretrained_config
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO = ROOT.parent / "shared" / "realaudio"
@@ -75,17 +76,6 @@ CASES: dict[str, tuple[str, int, bool]] = {
 }
 
 
-def full_config() -> dict[str, Any]:
-    """The pretrained SeACo-Paraformer's architecture (funasr config.yaml layout)."""
-    return pretrained_config()
-
-
-def dummy_tokens() -> list[str]:
-    """8404 tokens: funasr's specials first, then one CJK character per id, <unk> last."""
-    body = [chr(0x4E00 + i) for i in range(8404 - 4)]
-    return ["<blank>", "<s>", "</s>", *body, "<unk>"]
-
-
 #: Share of each recording kept for the second half of the clips (mixed lengths).
 CUTS = (0.55, 0.65, 0.75, 0.85)
 
@@ -104,26 +94,20 @@ def waves() -> list[Any]:
 
 
 def build_model_dir() -> float:
-    """Build the random full-size model directory and its ONNX export; returns seconds."""
+    """Build the replica snapshot, its CMVN over the clips and its ONNX export; seconds."""
     import torch
-    import yaml
 
     from speechloop.asr.features import compute_cmvn, write_am_mvn
-    from speechloop.asr.model import build_seaco
+    from speechloop.asr.model import load_from_dir
     from speechloop.asr.onnx_export import export_onnx
+    from speechloop.asr.replica import write_replica
 
     start = time.perf_counter()
     torch.set_num_threads(THREADS)
-    torch.manual_seed(0)
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    model = build_seaco(full_config()).eval()
-    params = sum(p.numel() for p in model.parameters())
+    params = write_replica(MODEL_DIR, seed=0, threads=THREADS)
     print(f"full model: {params / 1e6:.1f} M parameters", flush=True)
-    (MODEL_DIR / "config.yaml").write_text(yaml.safe_dump(full_config(), sort_keys=False))
-    (MODEL_DIR / "tokens.json").write_text(json.dumps(dummy_tokens(), ensure_ascii=False))
-    torch.save(model.state_dict(), MODEL_DIR / "model.pt")
     write_am_mvn(compute_cmvn(recordings()), MODEL_DIR / "am.mvn")
-    export_onnx(model, MODEL_DIR, quantize=True)
+    export_onnx(load_from_dir(MODEL_DIR).model, MODEL_DIR, quantize=True)
     (MODEL_DIR / "READY").write_text(json.dumps({"parameters": params}))
     return time.perf_counter() - start
 
