@@ -95,7 +95,12 @@ def decode_features(
     *,
     timestamps: bool = True,
 ) -> Decoded:
-    """Greedy non-autoregressive decoding of a feature batch, biased by ``bias_embed``."""
+    """Greedy non-autoregressive decoding of a feature batch, biased by ``bias_embed``.
+
+    As funasr: an utterance where the CIF predictor fires no token (silence, a clip of a
+    few frames) decodes to no token, and NO_BIAS is an ordinary token id of the ASR
+    decoder's output (in the pretrained model's vocabulary it is a real token).
+    """
     import torch
 
     from speechloop.asr.objectives import AsrStates, hotword_logits
@@ -103,7 +108,10 @@ def decode_features(
     with torch.no_grad():
         enc, enc_lens = encode(model, speech, speech_lengths)
         acoustic, token_num = model.calc_predictor(enc, enc_lens)[:2]
-        token_num = token_num.round().long().clamp(min=1)
+        token_num = token_num.round().long()
+        lens = [int(x) for x in enc_lens]
+        if int(token_num.max()) < 1:  # no decoder run on zero tokens (funasr returns none)
+            return Decoded([[] for _ in lens], [0 for _ in lens], None, None, lens)
         acoustic = acoustic[:, : int(token_num.max())]
         logits, hidden = model.decoder(
             enc, enc_lens, acoustic, token_num, return_hidden=True, return_both=True
@@ -118,14 +126,14 @@ def decode_features(
         alphas = peaks = None
         if timestamps:
             alphas, peaks = model.calc_predictor_timestamp(enc, enc_lens, token_num)[2:4]
-    specials = {int(model.sos), int(model.eos), int(model.blank_id), int(model.NO_BIAS)}
+    specials = {int(model.sos), int(model.eos), int(model.blank_id)}  # funasr's filter
     ids, n_fired = [], []
     for b in range(best.shape[0]):
         n = int(token_num[b])
         seq = [int(t) for t in best[b, :n]]
         ids.append([t for t in seq if t not in specials])
         n_fired.append(int(fired[b, :n].sum()))
-    return Decoded(ids, n_fired, alphas, peaks, [int(x) for x in enc_lens])
+    return Decoded(ids, n_fired, alphas, peaks, lens)
 
 
 def _stamps(tokens: list[str], alphas: torch.Tensor, peaks: torch.Tensor) -> list[TokenStamp]:

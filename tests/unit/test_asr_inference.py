@@ -173,3 +173,16 @@ def test_seed_config_builds_the_seaco_blocks_it_names():
 
     shipped = load_from_dir(SEED_DIR)
     assert len(shipped.model.seaco_decoder.decoders) == conf["num_blocks"]
+
+
+def test_no_fired_token_decodes_to_no_token(model_dir):
+    """Where the CIF predictor fires no token (silence on a real model, a clip of a few
+    frames), decoding gives no token, as funasr does, instead of a decoder error on an
+    empty sequence (forced here: the predictor's output bias pushes every weight to 0)."""
+    loaded = load_from_dir(model_dir)
+    with torch.no_grad():
+        loaded.model.predictor.cif_output.bias.fill_(-30.0)
+    tr = Transcriber(loaded)
+    for hotwords in (None, ["kalo venturi"]):
+        out = tr.transcribe(_waves(2), hotwords)
+        assert [(t.token_ids, t.text, t.timestamps) for t in out] == [([], "", [])] * 2
