@@ -201,8 +201,9 @@ def _rows(tmp_path: Path) -> list[Any]:
         wave = replica.speech_like(1.6 + 0.2 * i, 200 + i)
         path = tmp_path / f"utt{i}.wav"
         sf.write(path, wave, 16000, subtype="PCM_16")
-        split = "eval" if i == len(TEXTS) - 1 else "train"
-        rows.append(AsrRow(f"utt{i}", path, text, len(wave) / 16000, hotwords, split))
+        last = i == len(TEXTS) - 1
+        seconds = len(wave) / 16000
+        rows.append(AsrRow(f"utt{i}", path, text, seconds, hotwords, "eval" if last else "train"))
     return rows
 
 
