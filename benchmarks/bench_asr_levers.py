@@ -68,12 +68,10 @@ def ensure_layout(layout: str) -> None:
         return
     import torch
 
-    from benchmarks.bench_asr_speed import full_config
-    from speechloop.asr.model import build_seaco
+    from speechloop.asr.model import load_from_dir
 
     torch.set_num_threads(THREADS)
-    model = build_seaco(full_config()).eval()
-    model.load_state_dict(torch.load(MODEL_DIR / "model.pt", map_location="cpu"))
+    model = load_from_dir(MODEL_DIR).model  # its own config.yaml, weights loaded strictly
     tmp = WORK / f"{layout}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     export_onnx(model, tmp, quantize=True, layout=layout)
