@@ -319,6 +319,14 @@ def load_from_dir(
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    own = model.state_dict()
+    wrong = [
+        f"{k} {tuple(v.shape)} (config: {tuple(own[k].shape)})"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if wrong:  # load_state_dict would raise a bare RuntimeError on these
+        raise ModelUnavailable(f"weights in {root} do not fit the config: shapes {wrong[:5]}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ModelUnavailable(

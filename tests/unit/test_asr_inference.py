@@ -186,3 +186,23 @@ def test_no_fired_token_decodes_to_no_token(model_dir):
     for hotwords in (None, ["kalo venturi"]):
         out = tr.transcribe(_waves(2), hotwords)
         assert [(t.token_ids, t.text, t.timestamps) for t in out] == [([], "", [])] * 2
+
+
+def test_weights_that_do_not_fit_the_config_are_refused_by_key(model_dir, tmp_path):
+    """Strict loading: a missing or unexpected key, or a tensor of another shape (a
+    snapshot whose config.yaml does not match its model.pt), is ModelUnavailable naming
+    the key, never a bare torch error or a model with random parts."""
+    import shutil
+
+    state = torch.load(model_dir / "model.pt", map_location="cpu")
+    cases = {
+        "missing": {k: v for k, v in state.items() if k != "bias_encoder.weight_hh_l0"},
+        "unexpected": {**state, "extra.weight": torch.zeros(1)},
+        "shapes": {**state, "bias_encoder.weight_hh_l0": torch.zeros(3, 3)},
+    }
+    for what, broken in cases.items():
+        bad = tmp_path / what
+        shutil.copytree(model_dir, bad)
+        torch.save(broken, bad / "model.pt")
+        with pytest.raises(ModelUnavailable, match=rf"{what} .*(bias_encoder|extra)"):
+            load_from_dir(bad)
