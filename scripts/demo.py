@@ -575,7 +575,7 @@ def show_result(show: Show, result: dict[str, Any], reused: bool, when: str) -> 
         show.markdown(result["decision_markdown"])
 
 
-def say_not_promoted(show: Show, kind: str, result: dict[str, Any], served: str) -> None:
+def say_not_promoted(show: Show, kind: str, result: dict[str, Any], served: str | None) -> None:
     """Why a candidate was not promoted, by check, in plain words; production unchanged."""
     checks = (result.get("decision") or {}).get("checks", [])
     failed = [c["name"] for c in checks if not c["passed"]]

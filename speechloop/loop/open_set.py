@@ -63,10 +63,10 @@ def require_unseen_set(store: ObjectStore, bucket: str, name: str) -> frozenset[
     return speakers
 
 
-def check_unseen_disjoint(name: str, unseen: frozenset[str], rows: Iterable[SpkRow]) -> None:
+def check_unseen_disjoint(name: str, unseen: frozenset[str], rows: Iterable[object]) -> None:
     """Refuse a training set that contains a voice of the unseen set (InvalidInput naming
     the voices): a guard on voices the candidate trained on would measure nothing."""
-    shared = sorted(unseen & {r.speaker for r in rows})
+    shared = sorted(unseen & {r.speaker for r in rows if isinstance(r, SpkRow)})
     if shared:
         raise InvalidInput(
             f"the training rows share {len(shared)} voice(s) with the unseen-voices set "

@@ -170,11 +170,11 @@ def test_the_unseen_voices_set_uses_voices_of_no_pool_and_no_batch() -> None:
         sets = plan_corpus(spec.updated({"pool": pool}))
         assert not unseen & (_ids(sets, "asr/batches") | _ids(sets, "spk/batches"))
         assert not unseen & _ids(sets, "spk/eval/golden")
-    sets = {s.prefix: s for s in plan_corpus(spec)}
-    assert _ids(list(sets.values()), UNSEEN_SET) == unseen
-    assert {t.target for t in sets[UNSEEN_SET].trials} == {True, False}
+    by_prefix = {s.prefix: s for s in plan_corpus(spec)}
+    assert _ids(list(by_prefix.values()), UNSEEN_SET) == unseen
+    assert {t.target for t in by_prefix[UNSEEN_SET].trials} == {True, False}
     before = {s.prefix: s for s in plan_corpus(base)}
     assert UNSEEN_SET not in before
-    assert all(before[k] == sets[k] for k in before)
+    assert all(before[k] == by_prefix[k] for k in before)
     with pytest.raises(ValidationError, match="unseen"):
         CorpusSpec(n_voices_heldout=130, n_voices_unseen=120)
