@@ -27,6 +27,8 @@ exported before revision 3) plus ``tokens.json`` and ``am.mvn``, computes featur
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -167,6 +169,7 @@ class OnnxSeacoAsr:
         streams: int = 2,
         spin: bool = False,
         device: str | None = None,
+        hotword_cache: int = 64,
     ) -> None:
         """Load ``directory`` (ONNX files + ``onnx_meta.json``; ``tokens.json`` and
         ``am.mvn`` there unless a tokenizer / CMVN file is given). ``quantized`` picks
@@ -175,6 +178,9 @@ class OnnxSeacoAsr:
         but on shared cores it steals time from the threads doing work (off by default).
         ``device``: None picks CUDA when onnxruntime offers it, else CPU; ``"cpu"`` or
         ``"cuda"`` force one (asking for CUDA where there is none is an error).
+        ``hotword_cache``: how many distinct hotword lists keep their embeddings (least
+        recently used dropped first; 0: none), so a list repeated across requests runs
+        the hotword encoder once (the cached array is what that run gave: same output).
 
         A batch of clips is sorted by length and cut into graph runs of at most
         ``max_batch`` clips, ``streams`` of which run at once (the session is
@@ -203,6 +209,10 @@ class OnnxSeacoAsr:
         self.frontend = Frontend(cmvn=load_am_mvn(cmvn) if use else None)
         self.max_batch = max(1, max_batch)
         self.streams = max(1, streams)
+        self._cache: OrderedDict[tuple[tuple[int, ...], ...], npt.NDArray[np.float32]]
+        self._cache = OrderedDict()
+        self._cache_size = max(0, hotword_cache)
+        self._cache_lock = threading.Lock()
 
     def _session(self, name: str, threads: int | None) -> Any:
         import onnxruntime as ort
@@ -241,7 +251,25 @@ class OnnxSeacoAsr:
         return self.parse_hotwords(hotwords).ids
 
     def hotword_embeddings(self, hotword_ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
-        """(N + 1, D) embeddings of the hotwords and funasr's trailing ``[sos]`` entry."""
+        """(N + 1, D) embeddings of the hotwords and funasr's trailing ``[sos]`` entry
+        (read-only; from the cache when this list was embedded recently)."""
+        key = tuple(tuple(int(t) for t in r) for r in hotword_ids)
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        out = self._embed_rows(key)
+        out.flags.writeable = False
+        if self._cache_size:
+            with self._cache_lock:
+                self._cache[key] = out
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        return out
+
+    def _embed_rows(self, hotword_ids: Sequence[Sequence[int]]) -> npt.NDArray[np.float32]:
+        """One run of the hotword encoder over the list and the ``[sos]`` entry."""
         rows = [*hotword_ids, [self.meta.sos_id]]
         width = max(len(r) for r in rows)
         ids = np.zeros((len(rows), width), dtype=np.int32)
@@ -249,7 +277,7 @@ class OnnxSeacoAsr:
             ids[i, : len(r)] = r
         lengths = np.array([len(r) for r in rows], dtype=np.int32)
         out = self._embed.run(None, {"hotword": ids, "hotword_lengths": lengths})[0]
-        return np.asarray(out, dtype=np.float32)
+        return np.array(out, dtype=np.float32)
 
     # inference ------------------------------------------------------------
 

@@ -130,3 +130,29 @@ def test_engine_serves_a_version_with_only_the_single_graph(
         got = [o.text for o in old.transcribe(clips)]
         _, want = _decode(layouts["split"], clips, [[] for _ in clips], quantized=quantized)
         assert got == [r.text for r in want]
+
+
+def test_repeated_hotword_list_is_embedded_once_with_the_same_output(
+    layouts: dict[str, Path], clips: list[np.ndarray]
+) -> None:
+    """A list seen before takes its embeddings from the LRU cache: the hotword encoder
+    does not run again, the decoded tokens equal an uncached engine's, the cached array
+    is read-only, and the least recently used list is dropped past the cache size."""
+    cached = OnnxSeacoAsr(layouts["split"], threads=2, hotword_cache=2, streams=1)
+    plain = OnnxSeacoAsr(layouts["split"], threads=2, hotword_cache=0)
+    cached._embed = _Counting(cached._embed)  # type: ignore[assignment]
+    lists = [HOTWORDS, HOTWORDS, HOTWORDS[:1], HOTWORDS]
+    got = cached.transcribe_batch(clips, lists)
+    assert cached._embed.runs == 2  # type: ignore[attr-defined]
+    want = plain.transcribe_batch(clips, lists)
+    assert [r.token_ids for r in got] == [r.token_ids for r in want]
+    ids = cached.parse_hotwords(HOTWORDS).ids
+    emb = cached.hotword_embeddings(ids)
+    assert not emb.flags.writeable
+    assert np.array_equal(emb, plain.hotword_embeddings(ids))
+    cached.hotword_embeddings([[5]])  # a third list: the least recently used one goes
+    assert cached._embed.runs == 3  # type: ignore[attr-defined]
+    cached.hotword_embeddings(ids)  # used just before: still cached
+    assert cached._embed.runs == 3  # type: ignore[attr-defined]
+    cached.hotword_embeddings(cached.parse_hotwords(HOTWORDS[:1]).ids)  # dropped: again
+    assert cached._embed.runs == 4  # type: ignore[attr-defined]
