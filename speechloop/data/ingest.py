@@ -48,7 +48,14 @@ import numpy as np
 
 from speechloop.audio import SAMPLE_RATE, Audio
 from speechloop.config import Settings
-from speechloop.data.ledger import Claim, Ledger, ObjectState, batch_objects, utc_now
+from speechloop.data.ledger import (
+    Claim,
+    Ledger,
+    LedgerView,
+    ObjectState,
+    batch_objects,
+    utc_now,
+)
 from speechloop.data.manifest import (
     MANIFEST,
     Kind,
@@ -429,10 +436,10 @@ class Ingestor:
 
     def pending(self) -> list[str]:
         """Ids of complete batches not committed (never taken, or staged by a failed run)."""
-        return [s.batch_id for s in self.ledger.scan() if s.state in ("pending", "staged")]
+        return list(self.ledger.survey().open)
 
-    def _select(self, batch_ids: Sequence[str] | None) -> list[str]:
-        pending = self.pending()
+    def _select(self, batch_ids: Sequence[str] | None, view: LedgerView | None) -> list[str]:
+        pending = list(view.open) if view is not None else self.pending()
         if batch_ids is None:
             return pending
         for batch_id in batch_ids:
@@ -449,15 +456,18 @@ class Ingestor:
         dry_run: bool = False,
         batch_ids: Sequence[str] | None = None,
         on_batch: Callable[[str, int, int], None] | None = None,
+        view: LedgerView | None = None,
     ) -> IngestResult:
         """Validate, localise, report and stage every pending batch (or ``batch_ids``).
 
         ``dry_run``: validate and report only; nothing is written locally, to the store
         or to the ledger. ``on_batch(batch_id, index, total)`` is called as each batch
-        starts (progress display).
+        starts (progress display). ``view``: the ledger as the caller just surveyed it
+        (:meth:`Ledger.survey`), so the run does not survey it again; a batch committed
+        since by another run is skipped when staging it.
         """
         result = IngestResult(run_id or new_run_id(), self.kind, dry_run)
-        selected = self._select(batch_ids)
+        selected = self._select(batch_ids, view)
         with ThreadPoolExecutor(self.workers) as pool:
             for index, batch_id in enumerate(selected):
                 if on_batch is not None:

@@ -102,6 +102,18 @@ class BatchStatus:
     committed_by: str | None = None
 
 
+@dataclass(frozen=True)
+class LedgerView:
+    """Which batches a consumer may take and which are consumed (:meth:`Ledger.survey`).
+
+    ``open``: complete batches not committed (pending or staged), sorted. ``committed``:
+    committed batches, sorted (a committed batch whose objects were since deleted too).
+    """
+
+    open: tuple[str, ...]
+    committed: tuple[str, ...]
+
+
 class Ledger:
     """The ledger of one kind (``asr`` or ``spk``) in the data bucket of ``store``."""
 
@@ -150,6 +162,29 @@ class Ledger:
             self._status(b, manifests.get(b), staged.get(b, []), b in committed, owners)
             for b in sorted(seen | committed)
         ]
+
+    def survey(self) -> LedgerView:
+        """Open and committed batches, at a cost that follows the open batches, not the
+        history: batch names from one prefix listing (a delimiter listing on S3; no
+        object of a batch is listed), ledger keys from one listing without metadata, and
+        one manifest check per batch not committed. :meth:`scan` (every object of every
+        batch, with its state and hash) is for status displays; runs use this.
+        """
+        head = f"{self.kind}/ledger/"
+        committed = {
+            key[len(head) :].partition("/")[0]
+            for key in self.store.list_keys(self.bucket, head)
+            if key[len(head) :].partition("/")[2] == COMMITTED
+        }
+        names = self.store.list_prefixes(self.bucket, f"{self.kind}/batches/")
+        complete = [b for b in names if b not in committed and self._has_manifest(b)]
+        return LedgerView(tuple(complete), tuple(sorted(committed)))
+
+    def _has_manifest(self, batch_id: str) -> bool:
+        """Whether the batch's manifest is an object (listed like :meth:`scan` sees it: a
+        manifest the store refuses to read, a link on the local store, is not one)."""
+        key = f"{self.batch_prefix(batch_id)}/{MANIFEST}"
+        return key in self.store.list_keys(self.bucket, key)
 
     def _status(
         self, batch_id: str, sha: str | None, runs: list[str], committed: bool, owners: bool

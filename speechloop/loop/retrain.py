@@ -48,7 +48,7 @@ from speechloop.loop.config import RetrainConfig
 from speechloop.loop.hooks import RunHooks
 from speechloop.loop.lock import retrain_lease
 from speechloop.loop.open_set import check_unseen_disjoint, require_unseen_set
-from speechloop.loop.training_set import TrainingSet, assemble, batch_loader, earlier_batches
+from speechloop.loop.training_set import TrainingSet, assemble, batch_loader
 from speechloop.registry.model import check_kind, new_version_id
 
 if TYPE_CHECKING:
@@ -158,10 +158,11 @@ def plan_run(
     ingestor = _ingestor(ctx, kind)
     empty = RunPlan(kind, run_id, "", config, IngestResult(run_id, kind, False),
                     TrainingSet([]), run_dir)  # fmt: skip
-    if len(ingestor.pending()) < config.min_batches:
+    view = ingestor.ledger.survey()  # one look at the ledger: open and committed batches
+    if len(view.open) < config.min_batches:
         return empty
     unseen = _unseen_speakers(ctx, kind, config)  # before anything is staged
-    ingested = ingestor.run(run_id)
+    ingested = ingestor.run(run_id, view=view)
     if not ingested.batches:  # a concurrent consumer took them meanwhile
         return empty
     row_type: type[AsrRow] | type[SpkRow] = AsrRow if kind == "asr" else SpkRow
@@ -171,9 +172,7 @@ def plan_run(
         return [r for r in load(batch_id) if isinstance(r, row_type)]
 
     new_rows = [r for r in ingested.rows if isinstance(r, row_type)]
-    training = assemble(new_rows, ingested.batch_ids,
-                        earlier_batches(ingestor.ledger, ingested.batch_ids), typed,
-                        config.replay)  # fmt: skip
+    training = assemble(new_rows, ingested.batch_ids, view.committed, typed, config.replay)
     if unseen is not None and config.spk_unseen_set is not None:
         check_unseen_disjoint(config.spk_unseen_set, unseen, training.rows)
     plan = RunPlan(kind, run_id, new_version_id(), config, ingested, training, run_dir)

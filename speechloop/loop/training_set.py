@@ -55,7 +55,7 @@ class TrainingSet(Generic[R]):
 def earlier_batches(ledger: Ledger, exclude: Sequence[str]) -> list[str]:
     """Committed batches of the ledger's kind, minus ``exclude`` (this run's batches)."""
     skip = set(exclude)
-    return [s.batch_id for s in ledger.scan() if s.state == "committed" and s.batch_id not in skip]
+    return [b for b in ledger.survey().committed if b not in skip]
 
 
 def sample_replay(

@@ -11,7 +11,8 @@ Contract (checked by ``tests/integration/test_store_contract.py`` on every backe
   server offers (a single-part MD5 etag); callers that need their hash compute it from
   the bytes (the ingestion ledger does).
 - ``list`` yields objects under a prefix in lexicographic key order, optionally
-  starting after a key.
+  starting after a key; ``list_keys`` and ``list_prefixes`` give the same names
+  without metadata (backends make them cheaper than ``list``).
 - Conditional writes (``if_none_match`` / ``if_match``) give compare-and-swap, which
   the registry uses for aliases and history.
 - A missing key or bucket raises :class:`~speechloop.errors.NotFound`; transient faults
@@ -131,11 +132,20 @@ class ObjectStore(abc.ABC):
             return False
         return True
 
+    def list_keys(self, bucket: str, prefix: str = "") -> builtins.list[str]:
+        """The keys ``list`` would yield, in key order, without their metadata.
+
+        Backends override it where names alone are cheaper than :class:`ObjectInfo`
+        (the local store reads no checksum record; S3 asks for no user metadata), so a
+        caller that needs only names (the ingestion ledger) does not pay per object.
+        """
+        return [info.key for info in self.list(bucket, prefix)]
+
     def list_prefixes(self, bucket: str, prefix: str) -> builtins.list[str]:
         """The distinct next path components under ``prefix`` (like ``ls``), sorted."""
         names: set[str] = set()
-        for info in self.list(bucket, prefix):
-            rest = info.key[len(prefix) :]
+        for key in self.list_keys(bucket, prefix):
+            rest = key[len(prefix) :]
             if "/" in rest:
                 names.add(rest.split("/", 1)[0])
         return sorted(names)

@@ -566,6 +566,35 @@ class LocalStore(ObjectStore):
             with contextlib.suppress(NotFound, InvalidInput):
                 yield self.stat(bucket, key)
 
+    def list_keys(self, bucket: str, prefix: str = "") -> builtins.list[str]:
+        """The keys ``list`` yields, from a directory walk alone (no checksum record read).
+
+        The same rule as ``list``: regular files at valid keys reached through no link.
+        """
+        base = self._bucket_dir(bucket)
+        return sorted(_walk_regular(base, prefix))
+
+    def list_prefixes(self, bucket: str, prefix: str) -> builtins.list[str]:
+        """The next path components under ``prefix``: one scan of its folder, and each
+        subfolder walked only until its first object (a folder holding none, or only
+        links, is no prefix: ``list`` shows nothing below it)."""
+        if prefix and not prefix.endswith("/"):
+            return super().list_prefixes(bucket, prefix)
+        base = self._bucket_dir(bucket)
+        folder = _plain_folder(base, prefix.rstrip("/"))
+        if folder is None:
+            return []
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return []
+        return sorted(
+            entry.name
+            for entry in entries
+            if entry.is_dir(follow_symlinks=False)
+            and _holds_object(Path(entry.path), f"{prefix}{entry.name}")
+        )
+
     def delete(self, bucket: str, key: str) -> None:
         """Remove an object and its record; a missing key is not an error.
 
@@ -674,6 +703,70 @@ def _walk_keys(base: Path, prefix: str, *, suffix: str = "") -> Iterator[str]:
                 name = name[: -len(suffix)]
             key = name if rel == "." else f"{rel}/{name}"
             if key.startswith(prefix):
+                yield key
+
+
+def _plain_folder(base: Path, rel: str) -> Path | None:
+    """``base/rel`` if every segment of ``rel`` is a real folder (no link), else None."""
+    folder = base
+    for segment in rel.split("/") if rel else []:
+        folder = folder / segment
+        try:
+            if not stat_mode.S_ISDIR(folder.lstat().st_mode):  # a link or a file: no keys
+                return None
+        except OSError:
+            return None
+    return folder
+
+
+def _holds_object(folder: Path, rel: str) -> bool:
+    """Whether a real folder holds an object below it (stops at the first one found)."""
+    subfolders: builtins.list[tuple[Path, str]] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                key = f"{rel}/{entry.name}"
+                if entry.is_dir(follow_symlinks=False):
+                    subfolders.append((Path(entry.path), key))
+                elif entry.is_file(follow_symlinks=False) and _is_valid_key(key):
+                    return True
+    except OSError:  # removed meanwhile
+        return False
+    return any(_holds_object(path, key) for path, key in subfolders)
+
+
+def _is_valid_key(key: str) -> bool:
+    try:
+        validate_key(key)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _walk_regular(base: Path, prefix: str) -> Iterator[str]:
+    """Keys under ``base`` starting with ``prefix`` whose path holds no link (neither a
+    folder nor the file), that are regular files and valid keys: what ``list`` keeps."""
+    head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+    folder = _plain_folder(base, head)
+    if folder is None:
+        return
+    todo = [(folder, head)]
+    while todo:
+        directory, rel = todo.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:  # removed meanwhile
+            continue
+        for entry in entries:
+            key = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if key.startswith(prefix) or prefix.startswith(f"{key}/"):
+                    todo.append((Path(entry.path), key))
+            elif (
+                key.startswith(prefix)
+                and entry.is_file(follow_symlinks=False)
+                and _is_valid_key(key)
+            ):
                 yield key
 
 

@@ -32,6 +32,7 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import os
@@ -394,6 +395,33 @@ class MinioStore(ObjectStore):
             return found
 
         yield from self._call(fetch, "list", bucket, prefix)
+
+    def list_keys(self, bucket: str, prefix: str = "") -> builtins.list[str]:
+        """Keys under ``prefix`` in key order, listed without user metadata (MinIO reads
+        each object's metadata to return it)."""
+
+        def fetch() -> list[str]:
+            listing = self.client.list_objects(
+                bucket_name=bucket, prefix=prefix or None, recursive=True
+            )
+            return [str(obj.object_name) for obj in listing]
+
+        return self._call(fetch, "list", bucket, prefix)
+
+    def list_prefixes(self, bucket: str, prefix: str) -> builtins.list[str]:
+        """The next path components under ``prefix``: one delimiter listing, so one entry
+        per component (the server folds the objects below it), not one per object."""
+
+        def fetch() -> list[str]:
+            listing = self.client.list_objects(
+                bucket_name=bucket, prefix=prefix or None, recursive=False
+            )
+            names = {
+                str(obj.object_name)[len(prefix) :].rstrip("/") for obj in listing if obj.is_dir
+            }
+            return sorted(name for name in names if name)
+
+        return self._call(fetch, "list", bucket, prefix)
 
     def delete(self, bucket: str, key: str) -> None:
         """Remove an object; a missing key is not an error."""

@@ -113,6 +113,11 @@ def test_list_prefix_and_start_after_in_key_order(store: ObjectStore, bucket: st
     assert [o.key for o in store.list(bucket, "a", start_after="a/b")] == ["a/c/d/e", "ab"]
     assert [o.key for o in store.list(bucket, "zzz")] == []
     assert store.list_prefixes(bucket, "a/") == ["a", "c"]
+    assert store.list_prefixes(bucket, "") == ["a"]
+    assert store.list_prefixes(bucket, "zzz/") == []
+    assert store.list_keys(bucket) == sorted(keys)
+    assert store.list_keys(bucket, "a/") == ["a/a/c", "a/b", "a/c/d/e"]
+    assert store.list_keys(bucket, "a") == ["a-b", "a/a/c", "a/b", "a/c/d/e", "ab"]
     assert {o.key: o.size for o in store.list(bucket, "a/c")} == {"a/c/d/e": 7}
 
 
