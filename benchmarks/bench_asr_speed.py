@@ -33,9 +33,18 @@ call without hotwords runs the recogniser alone; they are exported into the mode
 directory when it holds only an older single graph) and ONNX int8 with
 neighbour-independent runs (``max_batch=1, streams=2``: a clip's text does not depend on
 the clips batched with it).
-Not included: ``funasr-onnx``'s ``SeacoParaformer`` (FunASR's own ONNX runtime), the
-peer a FunASR user would pick for CPU serving: the package is not in this project's
-lock, and funasr's exporter does not run on torch 2.9 (docs/results-asr-speed.md).
+The peer a FunASR user would pick for CPU serving, ``funasr-onnx``'s ``SeacoParaformer``
+(FunASR's own ONNX runtime), is timed in the same rounds (``funasr_onnx_b1`` and its int8,
+``funasr_onnx_int8_b1``), set up as its users would: ``SeacoParaformer(model_dir,
+batch_size=1, quantize=..., intra_op_num_threads=THREADS)``, one ``model(wav,
+hotwords="")`` per clip, on graphs from FunASR's own exporter of the same model
+(:mod:`benchmarks.funasr_onnx_peer`: how, and why one bias value of the hotword head
+changes). funasr-onnx is optional: when it does not import, its cases are skipped and the
+results say why.
+
+A subset of the cases, for a quick check that leaves the record alone:
+``.venv/bin/python -m benchmarks.bench_asr_speed --cases onnx_b1,funasr_onnx_b1 --rounds 2
+--out /tmp/asr_speed_check.json`` (writes only that JSON; no docs).
 
 Run: ``.venv/bin/python -m benchmarks.bench_asr_speed`` (about 8 minutes, plus about
 4 minutes for the export the first time). Writes ``benchmarks/results/asr_speed.json`` and
@@ -44,6 +53,7 @@ Run: ``.venv/bin/python -m benchmarks.bench_asr_speed`` (about 8 minutes, plus a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -76,7 +86,12 @@ CASES: dict[str, tuple[str, int, bool]] = {
     "onnx_int8_b8": ("onnx_int8", 8, False),
     "onnx_int8_b8_independent": ("onnx_int8_independent", 8, False),
     "onnx_b8_hotwords": ("onnx", 8, True),
+    "funasr_onnx_b1": ("funasr_onnx", 1, False),
+    "funasr_onnx_int8_b1": ("funasr_onnx_int8", 1, False),
 }
+#: funasr-onnx's SeacoParaformer on graphs from FunASR's own exporter (optional peer).
+PEER_DIR = MODEL_DIR.parent / "funasr_onnx"
+PEER_ENGINES = ("funasr_onnx", "funasr_onnx_int8")
 
 
 #: Share of each recording kept for the second half of the clips (mixed lengths).
@@ -140,6 +155,10 @@ class _CharTokens:
 
 def _engine(engine: str) -> Any:
     """A loaded engine: ``run(items, batch, hotwords) -> texts``."""
+    if engine in PEER_ENGINES:
+        from benchmarks.funasr_onnx_peer import load_engine
+
+        return load_engine(PEER_DIR, THREADS, quantize=engine == "funasr_onnx_int8")
     if engine in ("funasr", "funasr_default"):
         import torch
         from funasr import AutoModel
@@ -195,10 +214,11 @@ def peak_rss_mb() -> float:
 
 
 def memory_worker(engine: str) -> dict[str, Any]:
-    """Load one engine alone, decode the 8 clips in one batch, report the peak memory."""
+    """Load one engine alone, decode the 8 clips in one batch (funasr-onnx: one call each,
+    how it is timed), report the peak memory."""
     run = _engine(engine)
-    run(waves(), 8, False)
-    if engine != "funasr" and "torch" in sys.modules:
+    run(waves(), 1 if engine in PEER_ENGINES else 8, False)
+    if engine.startswith("onnx") and "torch" in sys.modules:
         raise RuntimeError("the ONNX path imported torch")
     return {"engine": engine, "peak_rss_mb": round(peak_rss_mb())}
 
@@ -207,18 +227,19 @@ def memory_worker(engine: str) -> dict[str, Any]:
 ALONE = ("funasr_default_ncpu4_b1",)
 
 
-def timing_worker(alone: bool = False) -> dict[str, Any]:
-    """All cases but :data:`ALONE` in one process (or only those, ``alone``); every round
-    times each case once, in a rotated order, so a change of load hits all cases alike."""
+def timing_worker(selected: list[str], alone: bool = False, rounds: int = ROUNDS) -> dict[str, Any]:
+    """The cases ``selected`` but :data:`ALONE` in one process (or only those, ``alone``);
+    every round times each case once, in a rotated order, so a change of load hits all
+    cases alike."""
     clips = waves()
-    cases = {n: c for n, c in CASES.items() if (n in ALONE) == alone}
+    cases = {n: CASES[n] for n in selected if (n in ALONE) == alone}
     engines = {e: _engine(e) for e in dict.fromkeys(c[0] for c in cases.values())}
     texts: dict[str, list[str]] = {}
     for engine, batch, hot in cases.values():
         engines[engine](clips[:2], batch, hot)  # warm-up
     walls: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
-    for r in range(ROUNDS):
+    for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             engine, batch, hot = cases[name]
             start = time.perf_counter()
@@ -292,6 +313,24 @@ NOTES = [
     "that took 113 s on 2026-11-29 took 2.85 s with `ncpu=2` (REFERENCE.md). The fair "
     "baseline passes `ncpu` equal to the threads of ours; the default is timed beside it, "
     "labelled.",
+    "- The peer, funasr-onnx 0.3.2 `SeacoParaformer` (`funasr_onnx_*`; FunASR's own ONNX "
+    "runtime): graphs from FunASR's own exporter of the same model (its SeACo export "
+    "wrapper and int8 quantisation, run with torch's TorchScript exporter, `dynamo=False`: "
+    "torch 2.9's default exporter fails on it; benchmarks/funasr_onnx_peer.py), set up as "
+    "its users would (`batch_size=1`, `intra_op_num_threads` as ours, one `model(wav, "
+    "hotwords='')` per clip: a list of clips at `batch_size=1` decodes only the first). "
+    "Same output: its float text is funasr's on every clip but funasr's last token "
+    "(it keeps `token_num - predictor_bias` tokens; on a trained model funasr drops the "
+    "end-of-sentence token there instead). Its graph always runs the hotword head (with a "
+    "pseudo-hotword for `hotwords=''`), which funasr and our split graphs skip without "
+    "hotwords: a random head overrides almost every token, so the export raises the "
+    "head's NO_BIAS output bias (one value; same graph, same work) so that, as a trained "
+    "head does, it defers to the recogniser. Its sessions leave onnxruntime's thread "
+    "spinning on (ours turn it off on shared cores) and its int8 is FunASR's: MatMul "
+    "weights as uint8 (ours: signed int8, see int8 below). 0.4.3 (numpy<=1.26, "
+    "not installable beside this lock) has the same `SeacoParaformer` inference path "
+    "and session options; its changes (exceptions, mp3 input, the fbank object a local, "
+    "not an attribute, a cached CMVN load) do not touch speed.",
     "- Thread spinning: onnxruntime's worker threads busy-wait by default; on shared cores "
     "that cost about 20% in one A/B here, so OnnxSeacoAsr turns spinning off (``spin=True`` for a "
     "dedicated machine).",
@@ -394,13 +433,20 @@ def _table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "default case). "
         f"All cases timed in one process, {ROUNDS} rounds, each round running every case "
         "once in a rotated order (load changes hit all cases alike); the table gives the "
-        "median round. Peak RSS: each engine alone in its own process, load + one batch of 8.",
+        "median round. Peak RSS: each engine alone in its own process, load + one batch of 8 "
+        "(funasr-onnx: the 8 clips one call each, as it is timed).",
         _machine(meta),
         "",
         "| case | engine | batch | hotwords | RTF | audio s / s | peak RSS (MB) | walls (s) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
+        if "skipped" in r:
+            lines.append(
+                f"| {r['name']} | {r['engine']} | {r['batch']} | {r['hotwords']} | "
+                f"skipped: {r['skipped']} | | | |"
+            )
+            continue
         lines.append(
             f"| {r['name']} | {r['engine']} | {r['batch']} | {r['hotwords']} | {r['rtf']:.4f} | "
             f"{r['audio_s_per_s']:.2f} | {r['peak_rss_mb']} | {r['walls']} |"
@@ -415,81 +461,164 @@ def _table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join([*lines, *docs_lines()])
 
 
+#: (label, case a, case b): the median over rounds of b's wall / a's wall.
+RATIOS = [
+    ("onnx_b1 vs funasr_b1 (speed-up)", "onnx_b1", "funasr_b1"),
+    (
+        "funasr ncpu=2 vs its default ncpu=4 (own process), batch 1 (speed-up)",
+        "funasr_b1",
+        "funasr_default_ncpu4_b1",
+    ),
+    (
+        "onnx_int8_b8_independent vs funasr_b1 (speed-up)",
+        "onnx_int8_b8_independent",
+        "funasr_b1",
+    ),
+    ("onnx_int8_b8 vs funasr_b8 (speed-up)", "onnx_int8_b8", "funasr_b8"),
+    ("onnx_b8 vs funasr_b1 (speed-up)", "onnx_b8", "funasr_b1"),
+    ("onnx_int8_b1 vs funasr_b1 (speed-up)", "onnx_int8_b1", "funasr_b1"),
+    ("onnx_b8 vs funasr_b8 (speed-up)", "onnx_b8", "funasr_b8"),
+    ("onnx batch 8 vs batch 1 (throughput)", "onnx_b8", "onnx_b1"),
+    ("onnx batch 8 in one run vs batch 1 (throughput)", "onnx_b8_one_run", "onnx_b1"),
+    ("onnx int8 batch 8 vs batch 1 (throughput)", "onnx_int8_b8", "onnx_int8_b1"),
+    ("funasr batch 8 vs batch 1 (throughput)", "funasr_b8", "funasr_b1"),
+    ("onnx_b1 vs funasr_onnx_b1 (speed-up)", "onnx_b1", "funasr_onnx_b1"),
+    ("onnx_int8_b1 vs funasr_onnx_int8_b1 (speed-up)", "onnx_int8_b1", "funasr_onnx_int8_b1"),
+    ("onnx_int8_b1 vs funasr_onnx_b1 (speed-up)", "onnx_int8_b1", "funasr_onnx_b1"),
+    (
+        "onnx_int8_b8_independent vs funasr_onnx_b1 (speed-up)",
+        "onnx_int8_b8_independent",
+        "funasr_onnx_b1",
+    ),
+    ("funasr_onnx_b1 vs funasr_b1 (speed-up)", "funasr_onnx_b1", "funasr_b1"),
+    ("funasr-onnx int8 vs float, batch 1 (speed-up)", "funasr_onnx_int8_b1", "funasr_onnx_b1"),
+]
+
+
+def _ratios(walls: dict[str, list[float]]) -> dict[str, float]:
+    """The ratios of :data:`RATIOS` whose two cases were both timed."""
+    ratios = {}
+    for label, a, b in RATIOS:
+        if a in walls and b in walls:
+            per_round = [y / x for x, y in zip(walls[a], walls[b], strict=True)]
+            ratios[label] = round(_median(per_round), 2)
+    return ratios
+
+
+def _agreements(texts: dict[str, list[str]]) -> dict[str, float]:
+    """Character agreement between the outputs of the cases that were timed."""
+    pairs = {
+        "onnx_b1 vs funasr_b1": ("onnx_b1", "funasr_b1"),
+        "onnx_b8 vs onnx_b1": ("onnx_b8", "onnx_b1"),
+        "onnx_int8_b1 vs onnx_b1 (int8 change)": ("onnx_int8_b1", "onnx_b1"),
+        "funasr_onnx_int8_b1 vs funasr_onnx_b1 (funasr-onnx's int8 change)": (
+            "funasr_onnx_int8_b1",
+            "funasr_onnx_b1",
+        ),
+    }
+    agree = {k: _agreement(texts[a], texts[b]) for k, (a, b) in pairs.items() if a in texts}
+    peer, ref = texts.get("funasr_onnx_b1"), texts.get("funasr_b1")
+    if peer is not None and ref is not None:
+        # funasr-onnx keeps token_num - predictor_bias tokens: funasr's text but its last
+        # token (benchmarks/funasr_onnx_peer.py); compared on funasr-onnx's length
+        cut = [f[: len(p)] for p, f in zip(peer, ref, strict=True)]
+        agree["funasr_onnx_b1 vs funasr_b1 (on funasr-onnx's length; it drops the last)"] = (
+            _agreement(peer, cut)
+        )
+    return agree
+
+
+def _skipped() -> dict[str, str]:
+    """Cases that cannot run here, with the reason (funasr-onnx is optional)."""
+    from benchmarks.funasr_onnx_peer import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is None:
+        return {}
+    return {n: reason for n, c in CASES.items() if c[0] in PEER_ENGINES}
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_asr_speed")
+    parser.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--timing-alone", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory", metavar="ENGINE", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--cases", help="comma-separated subset of the cases (a check; needs --out)"
+    )
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="timed rounds")
+    parser.add_argument("--out", type=Path, help="results JSON (then the docs are left alone)")
+    args = parser.parse_args(argv)
+    names = args.cases.split(",") if args.cases else list(CASES)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; known: {', '.join(CASES)}")
+    worker = args.timing or args.timing_alone or args.memory
+    if (args.cases or args.rounds != ROUNDS) and args.out is None and not worker:
+        parser.error("--cases / --rounds time a check: give --out (the record keeps its own)")
+    args.names = names
+    return args
+
+
+def _measure(names: list[str], rounds: int) -> dict[str, Any]:
+    """Timed rounds of ``names`` (the ALONE cases in a process of their own)."""
+    opts = ["--cases", ",".join(names), "--rounds", str(rounds)]
+    timing = _sub(["--timing", *opts])
+    if any(n in ALONE for n in names):
+        alone = _sub(["--timing-alone", *opts])
+        timing["walls"].update(alone["walls"])
+        timing["texts"].update(alone["texts"])
+    return timing
+
+
 def main(argv: list[str]) -> int:
     """Build the model if needed, time all cases, measure memory per engine, write results."""
-    if argv[:1] in (["--timing"], ["--timing-alone"]):
-        result = timing_worker(alone=argv[0] == "--timing-alone")
+    args = _parse(argv)
+    if args.timing or args.timing_alone:
+        result = timing_worker(args.names, alone=args.timing_alone, rounds=args.rounds)
         print("RESULT " + json.dumps(result, ensure_ascii=False))
         return 0
-    if argv[:1] == ["--memory"]:
-        print("RESULT " + json.dumps(memory_worker(argv[1])))
+    if args.memory:
+        print("RESULT " + json.dumps(memory_worker(args.memory)))
         return 0
     load_before = os.getloadavg()
     build_s = 0.0 if (MODEL_DIR / "READY").is_file() else build_model_dir()
     from benchmarks.bench_asr_levers import ensure_layout
 
     ensure_layout("split")  # the graphs that serve (a directory built before revision 3)
-    timing = _sub(["--timing"])
-    alone = _sub(["--timing-alone"])
-    timing["walls"].update(alone["walls"])
-    timing["texts"].update(alone["texts"])
+    skipped = _skipped()
+    names = [n for n in args.names if n not in skipped]
+    peer_export_s = None
+    if any(CASES[n][0] in PEER_ENGINES for n in names):
+        from benchmarks.funasr_onnx_peer import export_funasr_onnx
+
+        peer_export_s = round(export_funasr_onnx(MODEL_DIR, PEER_DIR, THREADS), 1)
+    timing = _measure(names, args.rounds)
     load_after = os.getloadavg()  # right after the timed rounds, before the memory runs
-    engines = ("funasr", "onnx", "onnx_int8", "onnx_one_run", "onnx_int8_independent")
+    engines = dict.fromkeys(CASES[n][0] for n in names if n not in ALONE)
     memory = {e: _sub(["--memory", e])["peak_rss_mb"] for e in engines}
     audio_s = timing["audio_s"]
     walls = timing["walls"]
-    rows = []
-    for name, (engine, batch, hot) in CASES.items():
+    rows: list[dict[str, Any]] = []
+    for name in args.names:
+        engine, batch, hot = CASES[name]
+        row: dict[str, Any] = {"name": name, "engine": engine, "batch": batch}
+        row["hotwords"] = len(HOTWORDS) if hot else 0
+        if name in skipped:
+            rows.append({**row, "skipped": skipped[name]})
+            continue
         wall = _median(walls[name])
-        rows.append(
-            {
-                "name": name,
-                "engine": engine,
-                "batch": batch,
-                "hotwords": len(HOTWORDS) if hot else 0,
-                "rtf": round(wall / audio_s, 4),
-                "audio_s_per_s": round(audio_s / wall, 2),
-                "peak_rss_mb": memory.get(engine, memory["funasr"]),
-                "walls": [round(w, 2) for w in walls[name]],
-            }
-        )
-    ratios = {}
-    for label, a, b in [
-        ("onnx_b1 vs funasr_b1 (speed-up)", "onnx_b1", "funasr_b1"),
-        (
-            "funasr ncpu=2 vs its default ncpu=4 (own process), batch 1 (speed-up)",
-            "funasr_b1",
-            "funasr_default_ncpu4_b1",
-        ),
-        (
-            "onnx_int8_b8_independent vs funasr_b1 (speed-up)",
-            "onnx_int8_b8_independent",
-            "funasr_b1",
-        ),
-        ("onnx_int8_b8 vs funasr_b8 (speed-up)", "onnx_int8_b8", "funasr_b8"),
-        ("onnx_b8 vs funasr_b1 (speed-up)", "onnx_b8", "funasr_b1"),
-        ("onnx_int8_b1 vs funasr_b1 (speed-up)", "onnx_int8_b1", "funasr_b1"),
-        ("onnx_b8 vs funasr_b8 (speed-up)", "onnx_b8", "funasr_b8"),
-        ("onnx batch 8 vs batch 1 (throughput)", "onnx_b8", "onnx_b1"),
-        ("onnx batch 8 in one run vs batch 1 (throughput)", "onnx_b8_one_run", "onnx_b1"),
-        ("onnx int8 batch 8 vs batch 1 (throughput)", "onnx_int8_b8", "onnx_int8_b1"),
-        ("funasr batch 8 vs batch 1 (throughput)", "funasr_b8", "funasr_b1"),
-    ]:
-        per_round = [y / x for x, y in zip(walls[a], walls[b], strict=True)]
-        ratios[label] = round(_median(per_round), 2)
-    texts = timing["texts"]
-    agree = {
-        "onnx_b1 vs funasr_b1": _agreement(texts["onnx_b1"], texts["funasr_b1"]),
-        "onnx_b8 vs onnx_b1": _agreement(texts["onnx_b8"], texts["onnx_b1"]),
-        "onnx_int8_b1 vs onnx_b1 (int8 change)": _agreement(
-            texts["onnx_int8_b1"], texts["onnx_b1"]
-        ),
-    }
+        row["rtf"] = round(wall / audio_s, 4)
+        row["audio_s_per_s"] = round(audio_s / wall, 2)
+        # funasr's default-ncpu case loads the same model as funasr
+        row["peak_rss_mb"] = memory.get(engine, memory.get("funasr"))
+        row["walls"] = [round(w, 2) for w in walls[name]]
+        rows.append(row)
     meta = {
         "cpus": os.cpu_count(),
         "threads": THREADS,
         "funasr_ncpu": THREADS,
-        "rounds": ROUNDS,
+        "rounds": args.rounds,
         # quiet: nothing else ran before, and after the run the load is not above
         # what this benchmark's own threads account for
         "quiet": load_before[0] < 1.5 and load_after[0] < 1.5 + THREADS,
@@ -498,12 +627,18 @@ def main(argv: list[str]) -> int:
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in load_after],
         "build_s": round(build_s, 1),
+        "funasr_onnx_export_s": peer_export_s,
+        "skipped": skipped,
         "parameters_m": round(json.loads((MODEL_DIR / "READY").read_text())["parameters"] / 1e6, 1),
-        "ratios": ratios,
-        "character_agreement": agree,
-        "command": ".venv/bin/python -m benchmarks.bench_asr_speed",
+        "ratios": _ratios(walls),
+        "character_agreement": _agreements(timing["texts"]),
+        "command": " ".join([".venv/bin/python -m benchmarks.bench_asr_speed", *argv]),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if args.out is not None:
+        write_results(args.out, {"meta": meta, "rows": rows})
+        print(json.dumps({"meta": meta, "rows": rows}, ensure_ascii=False, indent=1))
+        return 0
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     write_results(RESULTS, {"meta": meta, "rows": rows})
     TABLE.write_text(_table(rows, meta))
