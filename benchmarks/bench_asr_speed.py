@@ -46,9 +46,10 @@ A subset of the cases, for a quick check that leaves the record alone:
 ``.venv/bin/python -m benchmarks.bench_asr_speed --cases onnx_b1,funasr_onnx_b1 --rounds 2
 --out /tmp/asr_speed_check.json`` (writes only that JSON; no docs).
 
-Run: ``.venv/bin/python -m benchmarks.bench_asr_speed`` (about 8 minutes, plus about
-4 minutes for the export the first time). Writes ``benchmarks/results/asr_speed.json`` and
-``docs/results-asr-speed.md``.
+Run: ``.venv/bin/python -m benchmarks.bench_asr_speed`` (about 10 minutes, plus about
+4 minutes for the export the first time and 1-3 minutes for funasr's export of the
+peer's graphs, cached in ``.speechloop/bench_asr/funasr_onnx``). Writes
+``benchmarks/results/asr_speed.json`` and ``docs/results-asr-speed.md``.
 """
 
 from __future__ import annotations
