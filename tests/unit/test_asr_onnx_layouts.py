@@ -105,11 +105,11 @@ def test_a_run_without_hotwords_runs_neither_hotword_encoder_nor_head(
     """No list: only the recogniser runs; one list in the batch: the encoder and the head
     run for the run that holds it, and not for the other run."""
     asr = OnnxSeacoAsr(layouts["split"], threads=2, max_batch=2, streams=1)
-    asr._embed, asr._head = _Counting(asr._embed), _Counting(asr._head)  # type: ignore[assignment]
+    asr._embed, asr._head = _Counting(asr._embed), _Counting(asr._head)
     asr.transcribe_batch(clips)
-    assert (asr._embed.runs, asr._head.runs) == (0, 0)  # type: ignore[attr-defined]
+    assert (asr._embed.runs, asr._head.runs) == (0, 0)
     asr.transcribe_batch(clips, [HOTWORDS, [], [], []])
-    assert asr._head.runs == 1  # type: ignore[attr-defined]
+    assert asr._head.runs == 1
 
 
 def test_engine_serves_a_version_with_only_the_single_graph(
@@ -140,10 +140,10 @@ def test_repeated_hotword_list_is_embedded_once_with_the_same_output(
     is read-only, and the least recently used list is dropped past the cache size."""
     cached = OnnxSeacoAsr(layouts["split"], threads=2, hotword_cache=2, streams=1)
     plain = OnnxSeacoAsr(layouts["split"], threads=2, hotword_cache=0)
-    cached._embed = _Counting(cached._embed)  # type: ignore[assignment]
+    cached._embed = _Counting(cached._embed)
     lists = [HOTWORDS, HOTWORDS, HOTWORDS[:1], HOTWORDS]
     got = cached.transcribe_batch(clips, lists)
-    assert cached._embed.runs == 2  # type: ignore[attr-defined]
+    assert cached._embed.runs == 2
     want = plain.transcribe_batch(clips, lists)
     assert [r.token_ids for r in got] == [r.token_ids for r in want]
     ids = cached.parse_hotwords(HOTWORDS).ids
@@ -151,8 +151,8 @@ def test_repeated_hotword_list_is_embedded_once_with_the_same_output(
     assert not emb.flags.writeable
     assert np.array_equal(emb, plain.hotword_embeddings(ids))
     cached.hotword_embeddings([[5]])  # a third list: the least recently used one goes
-    assert cached._embed.runs == 3  # type: ignore[attr-defined]
+    assert cached._embed.runs == 3
     cached.hotword_embeddings(ids)  # used just before: still cached
-    assert cached._embed.runs == 3  # type: ignore[attr-defined]
+    assert cached._embed.runs == 3
     cached.hotword_embeddings(cached.parse_hotwords(HOTWORDS[:1]).ids)  # dropped: again
-    assert cached._embed.runs == 4  # type: ignore[attr-defined]
+    assert cached._embed.runs == 4
