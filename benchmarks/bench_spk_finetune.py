@@ -184,7 +184,7 @@ def raw_scores(model: Any, sets: dict[str, Any]) -> dict[str, dict[str, list[Any
     """Trial scores and labels of ``model`` on every set (plain lists, for JSON)."""
     from speechloop.speaker.bootstrap import eval_set_metrics
 
-    out = {}
+    out: dict[str, dict[str, list[Any]]] = {}
     for name, s in sets.items():
         r = eval_set_metrics(model, s, None)
         out[name] = {"scores": [round(float(x), 6) for x in r["scores"]],
