@@ -305,20 +305,23 @@ def lever_hotword_cache(clips: list[Any]) -> dict[str, Any]:
 #: What each lever's figures decided (written after measuring; shown in the docs).
 DECISIONS: dict[str, str] = {
     "skip_head": "KEPT (export revision 3, what publishing writes and the engine serves): "
-    "token ids identical on every clip, float and int8 (also tested on the seed); about "
-    "1.01-1.12x in three runs (the head and hotword encoder are a small part of the work).",
-    "threads": "no change: 2 intra-op threads (onnxruntime's default on 2 cores equals "
-    "it); 1 thread wins at b1 only when other jobs hold a core and loses at b8; the "
-    "memory arena off is within noise either way (kept on); spinning on is 0.55-0.72x "
-    "on shared cores (stays off).",
+    "token ids identical on every clip, float and int8 (also tested on the seed); 1.07x float, "
+    "1.13x int8 at b1, 1.10x int8 b8 on the quiet run (1.01-1.12x in two loaded runs).",
+    "threads": "no change (quiet run, load 1.3-1.8): 2 intra-op threads, onnxruntime's "
+    "default on 2 cores equals it. 1 thread: 0.88x at b1 (0.62x float) but 1.10x at b8, "
+    "where two 1-thread runs share the cores (a per-stream thread count for batched "
+    "serving is a lead left untried); under contention (load 4-7) 1 thread won at b1 "
+    "too. Arena off: 1.17x at b1, 0.89x at b8, 1.03/0.93 and 0.84/0.91 in the loaded "
+    "runs: noise, kept on. Spinning on: 1.34x at b1 but 0.87x at b8 on the quiet "
+    "machine, 0.55-0.72x on shared cores: stays off (spin=True for a dedicated one).",
     "optimizer": "DROPPED: onnxruntime.transformers' BERT fusions find only LayerNorm and "
     "SkipLayerNorm in the SANM encoder (no attention fusion: SANM's FSMN attention is "
-    "not BERT's), outputs equal, no speed-up (0.955x); onnxruntime's default "
-    "ORT_ENABLE_ALL already fuses LayerNorm at session creation. Symbolic shape inference "
-    "on this graph exceeded 20 GB and was turned off.",
-    "hotword_cache": "KEPT (exact): the hotword encoder for a 30-name list is about 4% "
-    "of an int8 one-clip decode; OnnxSeacoAsr keeps the embeddings of the last 64 lists "
-    "(hotword_cache), so a repeated list runs it once.",
+    "not BERT's), outputs equal, no speed-up (0.955x, one run under load 7-8); "
+    "onnxruntime's default ORT_ENABLE_ALL already fuses LayerNorm at session creation. "
+    "Symbolic shape inference on this graph exceeded 20 GB and was turned off.",
+    "hotword_cache": "KEPT (exact): the hotword encoder for a 30-name list is about 3% "
+    "of an int8 one-clip decode (1.04x measured with the cache); OnnxSeacoAsr keeps "
+    "the embeddings of the last 64 lists (hotword_cache), so a repeated list runs it once.",
     "goals": "issue 17 item 8 is NOT met by these levers: together they give roughly "
     "5-15% on calls without hotwords, against the 1.9x (float, 3x goal) and 1.35x "
     "(int8, 4x goal) still missing; two thirds of the time is GEMM in the 50-block "
