@@ -46,7 +46,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +59,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from benchmarks.results_io import write_results
+from benchmarks.results_io import write_doc_block, write_results
 from speechloop.config import Settings
 from speechloop.context import AppContext
 from speechloop.data.ingest import Ingestor, data_dir
@@ -122,20 +121,10 @@ def new_batch_ids(n: int) -> list[str]:
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """moto's S3 server as a separate single-threaded process on loopback; its endpoint."""
-    from tests.integration.conftest import _MOTO_SINGLE_THREADED, _wait_until_listening, free_port
+    from benchmarks.bench_store_failures import moto_server as moto_process
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _MOTO_SINGLE_THREADED, "127.0.0.1", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_until_listening(port, proc, timeout_s=30)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with moto_process() as proc:
+        yield f"127.0.0.1:{proc.port}"  # type: ignore[attr-defined]
 
 
 def settings_for(backend: str, root: Path, endpoint: str | None) -> Settings:
@@ -515,13 +504,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def write_docs(doc: dict[str, Any]) -> None:
     """Replace the block between the markers in docs/results.md (re-read just before)."""
-    text = DOCS.read_text(encoding="utf-8")
-    if DOC_BEGIN not in text or DOC_END not in text:
-        print(f"markers not found in {DOCS}: table not written", flush=True)
-        return
-    head, rest = text.split(DOC_BEGIN, 1)
-    _, tail = rest.split(DOC_END, 1)
-    DOCS.write_text(f"{head}{DOC_BEGIN}\n{markdown(doc)}\n{DOC_END}{tail}", encoding="utf-8")
+    write_doc_block(DOCS, DOC_BEGIN, DOC_END, markdown(doc))
 
 
 def main(argv: list[str]) -> int:

@@ -55,7 +55,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.results_io import write_results
+from benchmarks.results_io import write_doc_block, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIO = ROOT.parent / "shared" / "realaudio"
@@ -531,13 +531,7 @@ def table(doc: dict[str, Any]) -> str:
 
 def write_docs(doc: dict[str, Any]) -> None:
     """Replace the block between the markers in docs/results.md (re-read just before)."""
-    text = DOCS.read_text(encoding="utf-8")
-    if DOC_BEGIN not in text or DOC_END not in text:
-        print(f"markers not found in {DOCS}: table not written", flush=True)
-        return
-    head, rest = text.split(DOC_BEGIN, 1)
-    _, tail = rest.split(DOC_END, 1)
-    DOCS.write_text(f"{head}{DOC_BEGIN}\n{table(doc)}\n{DOC_END}{tail}", encoding="utf-8")
+    write_doc_block(DOCS, DOC_BEGIN, DOC_END, table(doc))
 
 
 if __name__ == "__main__":

@@ -173,16 +173,7 @@ class Tokenizer:
     @classmethod
     def load(cls, path: Path | str) -> Tokenizer:
         """Read a ``tokens.json`` written by :meth:`save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise NotFound(f"tokens file {path} does not exist")
-        try:
-            tokens = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"tokens file {path} is not JSON: {exc}") from exc
-        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-            raise InvalidInput(f"tokens file {path} must hold a JSON list of strings")
-        return cls(tokens)
+        return cls(_read_tokens(Path(path), non_empty=False))
 
     @classmethod
     def build(
@@ -247,19 +238,28 @@ def write_seg_dict(seg_dict: dict[str, list[str]], path: Path | str) -> Path:
     return path
 
 
-def load_vocabulary(tokens_file: Path | str) -> Tokenizer:
-    """The tokenizer of a model directory's ``tokens.json``: ours when it starts with
-    :data:`SPECIALS`, else a :class:`ForeignTokenizer` with the ``seg_dict`` beside the
-    file when there is one (as funasr reads a model directory)."""
-    path = Path(tokens_file)
+def _read_tokens(path: Path, *, non_empty: bool) -> list[str]:
+    """The JSON list of token strings in ``path``; NotFound / InvalidInput naming the file."""
     if not path.is_file():
         raise NotFound(f"tokens file {path} does not exist")
     try:
         tokens = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"tokens file {path} is not JSON: {exc}") from exc
-    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        kind = "non-empty JSON list" if non_empty else "JSON list"
+        raise InvalidInput(f"tokens file {path} must hold a {kind} of strings")
+    if non_empty and not tokens:
         raise InvalidInput(f"tokens file {path} must hold a non-empty JSON list of strings")
+    return tokens
+
+
+def load_vocabulary(tokens_file: Path | str) -> Tokenizer:
+    """The tokenizer of a model directory's ``tokens.json``: ours when it starts with
+    :data:`SPECIALS`, else a :class:`ForeignTokenizer` with the ``seg_dict`` beside the
+    file when there is one (as funasr reads a model directory)."""
+    path = Path(tokens_file)
+    tokens = _read_tokens(path, non_empty=True)
     if tuple(tokens[: len(SPECIALS)]) == SPECIALS:
         return Tokenizer(tokens)
     seg = path.parent / SEG_DICT_FILE
